@@ -1,0 +1,110 @@
+"""The whole DQN update: TD errors, loss, one gradient step, target-network update.
+
+The variant-specific pieces are passed in as functions (``target_fn`` from
+:mod:`dqn_jax.targets`, ``loss_fn`` from :mod:`dqn_jax.losses`, a :class:`~dqn_jax.replay.Replay`),
+so simple DQN, DQN, Double DQN and PER all run through :func:`make_update` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from dqn_jax.replay import Replay, Transition
+
+
+class Learner(NamedTuple):
+    """Everything the update changes besides the replay."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+
+
+class UpdateMetrics(NamedTuple):
+    loss: jax.Array  # f32[], weighted mean loss of the batch
+    q_mean: jax.Array  # f32[], mean Q(s, a) of the batch
+
+
+def td_errors(params, target_params, batch: Transition, apply_fn, target_fn, gamma):
+    """``(td f32[B], q_sa f32[B])`` with ``td = stop_grad(target) - Q(s, a)``.
+
+    Network outputs a variant does not use (the online ``Q(s', .)`` in DQN, the target net in
+    simple DQN) are removed by XLA, so every variant pays only for what its target reads.
+    """
+    batch_size = batch.action.shape[0]
+    chex.assert_shape([batch.action, batch.reward, batch.terminated], (batch_size,))
+    q = apply_fn(params, batch.obs)
+    q_next_online = apply_fn(params, batch.next_obs)
+    q_next_target = apply_fn(target_params, batch.next_obs)
+    discount = gamma * (1.0 - batch.terminated)
+    target = target_fn(q_next_online, q_next_target, batch.reward, discount)
+    q_sa = jnp.take_along_axis(q, batch.action[:, None], axis=-1)[:, 0]
+    return jax.lax.stop_gradient(target) - q_sa, q_sa
+
+
+def make_update(
+    apply_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    replay: Replay,
+    target_fn: Callable,
+    loss_fn: Callable,
+    gamma: float,
+) -> Callable:
+    """``update(learner, replay_state, key, beta) -> (learner, replay_state, UpdateMetrics)``.
+
+    One gradient step on a replay sample; loss = mean over the batch of
+    ``is_weight * loss_fn(td)``; the sampled items' priorities get ``|td|`` (no-op for uniform).
+    """
+
+    def loss_of(params, target_params, batch, weights):
+        td, q_sa = td_errors(params, target_params, batch, apply_fn, target_fn, gamma)
+        return jnp.mean(weights * loss_fn(td)), (td, q_sa)
+
+    def update(learner: Learner, replay_state, key, beta):
+        indices, batch, weights = replay.sample(replay_state, key, beta)
+        grads, (td, q_sa) = jax.grad(loss_of, has_aux=True)(
+            learner.params, learner.target_params, batch, weights
+        )
+        updates, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
+        params = optax.apply_updates(learner.params, updates)
+        replay_state = replay.update(replay_state, indices, jnp.abs(td))
+        loss = jnp.mean(weights * loss_fn(td))
+        return (
+            Learner(params, learner.target_params, opt_state),
+            replay_state,
+            UpdateMetrics(loss, jnp.mean(q_sa)),
+        )
+
+    return update
+
+
+def update_target(learner: Learner, tau: float) -> Learner:
+    """``target <- tau * online + (1 - tau) * target``; ``tau == 1`` copies exactly."""
+    if tau == 1.0:
+        target = learner.params
+    else:
+        target = optax.incremental_update(learner.params, learner.target_params, tau)
+    return learner._replace(target_params=target)
+
+
+def make_optimizer(
+    name: str, lr: float, num_updates: int, anneal_lr: bool, max_grad_norm: float
+) -> optax.GradientTransformation:
+    """Adam, or TF1-style RMSProp (the notebook's), with optional linear decay and clipping."""
+    schedule = optax.linear_schedule(lr, 0.0, max(num_updates, 1)) if anneal_lr else lr
+    if name == "adam":
+        opt = optax.adam(schedule)
+    elif name == "rmsprop":
+        # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
+        opt = optax.rmsprop(schedule, decay=0.9, eps=1e-10, initial_scale=1.0)
+    else:
+        raise ValueError(f"optimizer={name!r} is unknown: must be adam or rmsprop")
+    if max_grad_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
+    return opt

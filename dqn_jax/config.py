@@ -1,0 +1,320 @@
+"""Run configuration: one frozen, hashable dataclass, validated when built, plus named presets.
+
+Every count of steps is in **env steps** (transitions, summed over the ``num_envs`` parallel
+environments, per seed), whatever ``num_envs`` is: ``total_steps``, ``learning_starts``,
+``train_every``, ``target_period``, the epsilon schedules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Literal, get_args
+
+VariantName = Literal["random", "dqn_simple", "dqn", "ddqn", "ddqn_per"]
+LossName = Literal["", "squared", "pseudo_huber", "huber"]
+Optimizer = Literal["adam", "rmsprop"]
+Exploration = Literal["linear", "exponential"]
+InitScheme = Literal["lecun", "notebook"]
+PriorityRule = Literal["max", "td"]
+VARIANT_NAMES = get_args(VariantName)
+LOSS_NAMES = get_args(LossName)[1:]
+OPTIMIZERS = get_args(Optimizer)
+EXPLORATIONS = get_args(Exploration)
+INIT_SCHEMES = get_args(InitScheme)
+PRIORITY_RULES = get_args(PriorityRule)
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its allowed range."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Counts of steps are env steps per seed."""
+
+    env: str = "CartPole-v1"
+    """JAX environment id (gymnax ids, plus CartPole-v0 = CartPole with a 200-step limit)."""
+    variant: VariantName = "ddqn"
+    """random | dqn_simple | dqn | ddqn | ddqn_per: target function, replay and target net."""
+    seed: int = 0
+    """Seed of the first run; run i of ``num_seeds`` uses seed ``seed + i``."""
+    num_seeds: int = 1
+    """Independent runs vmapped in one compiled program."""
+    total_steps: int = 100_000
+    """Env steps per seed (must be a multiple of the env steps of one loop iteration)."""
+    num_envs: int = 1
+    """Parallel environments per seed; each loop iteration steps all of them."""
+    num_chunks: int = 20
+    """The run is split in this many compiled chunks; the host reports between them."""
+
+    buffer_size: int = 50_000
+    """Replay capacity in transitions."""
+    batch_size: int = 64
+    """Transitions per gradient update."""
+    learning_starts: int = 1_000
+    """No gradient update before this many env steps (after any prefill)."""
+    train_every: int = 1
+    """Env steps per gradient update (a multiple or a divisor of ``num_envs``)."""
+    prefill_episodes: int = 0
+    """Episodes of a random agent stored in the replay before training (notebook: 10,000)."""
+
+    gamma: float = 0.99
+    """Discount in [0, 1]."""
+    loss: LossName = ""
+    """squared | pseudo_huber | huber; empty = the variant's own."""
+    optimizer: Optimizer = "adam"
+    """adam | rmsprop (TF1 RMSProp as in the notebook: decay 0.9, eps 1e-10, mean square
+    accumulator starting at 1)."""
+    lr: float = 1e-3
+    """Learning rate (> 0)."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over the run's updates."""
+    max_grad_norm: float = 0.0
+    """Clip the global gradient norm to this value; 0 = no clipping."""
+    target_period: int = 500
+    """Env steps between target-network updates."""
+    tau: float = 1.0
+    """Target update ``target <- tau * online + (1 - tau) * target``; 1 = hard copy."""
+
+    exploration: Exploration = "linear"
+    """linear | exponential (the notebook's)."""
+    eps_start: float = 1.0
+    """Epsilon at step 0 (eps_max in the notebook)."""
+    eps_end: float = 0.05
+    """Final (linear) or asymptotic (exponential) epsilon (eps_min in the notebook)."""
+    eps_duration: int = 20_000
+    """Linear schedule: env steps from eps_start to eps_end."""
+    eps_decay: float = 0.001
+    """Exponential schedule: decay rate per env step (notebook: 0.001)."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the Q-network MLP."""
+    init_scheme: InitScheme = "lecun"
+    """lecun (flax default) | notebook (weights uniform in [-1, 1])."""
+
+    per_alpha: float = 0.6
+    """Prioritized replay: priority exponent (notebook 0.6)."""
+    per_eps: float = 0.01
+    """Prioritized replay: added to |td| before the exponent (notebook 0.01)."""
+    per_beta0: float = 0.4
+    """Prioritized replay: IS exponent at the start (PER paper 0.4)."""
+    per_beta_final: float = 1.0
+    """Prioritized replay: IS exponent at the end; beta is linear in env steps in between."""
+    per_priority_on_insert: PriorityRule = "max"
+    """Prioritized replay: max (PER paper: max priority so far) | td (notebook: own |td|)."""
+
+    eval_episodes: int = 10
+    """Greedy episodes per seed at the end (and every ``eval_every_chunks``); 0 = none."""
+    eval_every_chunks: int = 0
+    """Also evaluate every this many chunks; 0 = only at the end."""
+
+    def __post_init__(self) -> None:
+        if self.loss == "":
+            from dqn_jax.variants import VARIANTS
+
+            if self.variant in VARIANTS:
+                object.__setattr__(self, "loss", VARIANTS[self.variant].loss)
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        validate(self)
+
+    # Derived, static quantities of the loop structure.
+    @property
+    def updates_per_iteration(self) -> int:
+        """Gradient updates per loop iteration."""
+        return max(1, self.num_envs // self.train_every)
+
+    @property
+    def vector_steps_per_iteration(self) -> int:
+        """Steps of the vectorized environment per loop iteration."""
+        return max(1, self.train_every // self.num_envs)
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps (transitions per seed) per loop iteration."""
+        return self.vector_steps_per_iteration * self.num_envs
+
+    @property
+    def num_iterations(self) -> int:
+        """Loop iterations in the whole run."""
+        return self.total_steps // self.env_steps_per_iteration
+
+    def replace(self, **changes) -> Config:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict of every field."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _fail(name: str, value, allowed: str) -> None:
+    raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+def _one_of(name: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, value, f"must be one of {', '.join(allowed)}")
+
+
+def _at_least(name: str, value, low) -> None:
+    if not value >= low:
+        _fail(name, value, f"must be >= {low}")
+
+
+def _in_range(name: str, value, low, high) -> None:
+    if not (low <= value <= high) or math.isnan(value):
+        _fail(name, value, f"must be in [{low}, {high}]")
+
+
+def validate(c: Config) -> None:
+    """Raise :class:`ConfigError` naming the first bad field, its value and what is allowed."""
+    from dqn_jax.envs import env_spec, jax_env_ids, unknown_env_message
+
+    if c.env not in jax_env_ids():
+        raise ConfigError(unknown_env_message(c.env))
+    try:
+        env_spec(c.env)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    _one_of("variant", c.variant, VARIANT_NAMES)
+    _one_of("loss", c.loss, LOSS_NAMES)
+    _one_of("optimizer", c.optimizer, OPTIMIZERS)
+    _one_of("exploration", c.exploration, EXPLORATIONS)
+    _one_of("init_scheme", c.init_scheme, INIT_SCHEMES)
+    _one_of("per_priority_on_insert", c.per_priority_on_insert, PRIORITY_RULES)
+    for name in ("num_seeds", "total_steps", "num_envs", "num_chunks", "buffer_size"):
+        _at_least(name, getattr(c, name), 1)
+    for name in ("batch_size", "train_every", "target_period", "eps_duration"):
+        _at_least(name, getattr(c, name), 1)
+    for name in ("seed", "learning_starts", "prefill_episodes", "eval_episodes"):
+        _at_least(name, getattr(c, name), 0)
+    _at_least("eval_every_chunks", c.eval_every_chunks, 0)
+    if c.batch_size > c.buffer_size:
+        _fail("batch_size", c.batch_size, f"must be <= buffer_size ({c.buffer_size})")
+    if c.num_envs > c.buffer_size:
+        _fail("num_envs", c.num_envs, f"must be <= buffer_size ({c.buffer_size})")
+    if c.train_every % c.num_envs and c.num_envs % c.train_every:
+        _fail(
+            "train_every",
+            c.train_every,
+            f"must be a multiple or a divisor of num_envs ({c.num_envs})",
+        )
+    per_iter = c.env_steps_per_iteration
+    if c.total_steps % per_iter:
+        lower = max(per_iter, c.total_steps // per_iter * per_iter)
+        _fail(
+            "total_steps",
+            c.total_steps,
+            f"must be a multiple of {per_iter} env steps per iteration "
+            f"(num_envs={c.num_envs}, train_every={c.train_every}); e.g. {lower}",
+        )
+    if c.num_chunks > c.num_iterations:
+        _fail("num_chunks", c.num_chunks, f"must be <= the {c.num_iterations} loop iterations")
+    if c.learning_starts < c.batch_size and c.prefill_episodes == 0 and c.variant != "random":
+        _fail(
+            "learning_starts",
+            c.learning_starts,
+            f"must be >= batch_size ({c.batch_size}) unless the replay is prefilled",
+        )
+    _in_range("gamma", c.gamma, 0.0, 1.0)
+    if not c.lr > 0 or math.isinf(c.lr):
+        _fail("lr", c.lr, "must be a finite number > 0")
+    _at_least("max_grad_norm", c.max_grad_norm, 0.0)
+    if not 0.0 < c.tau <= 1.0:
+        _fail("tau", c.tau, "must be in (0, 1]")
+    _in_range("eps_start", c.eps_start, 0.0, 1.0)
+    _in_range("eps_end", c.eps_end, 0.0, 1.0)
+    if c.eps_end > c.eps_start:
+        _fail("eps_end", c.eps_end, f"must be <= eps_start ({c.eps_start})")
+    if not c.eps_decay > 0:
+        _fail("eps_decay", c.eps_decay, "must be > 0")
+    if not c.hidden_sizes or min(c.hidden_sizes) < 1:
+        _fail("hidden_sizes", c.hidden_sizes, "must be one or more positive widths")
+    _at_least("per_alpha", c.per_alpha, 0.0)
+    if not c.per_eps > 0:
+        _fail("per_eps", c.per_eps, "must be > 0")
+    _in_range("per_beta0", c.per_beta0, 0.0, 1.0)
+    _in_range("per_beta_final", c.per_beta_final, 0.0, 1.0)
+
+
+# Named presets: overrides of the defaults above.
+PRESETS: dict[str, dict] = {
+    # Tuned here for CartPole-v1 + ddqn: >= 7 of 8 seeds evaluate >= 475 within 100k steps.
+    "default": dict(
+        env="CartPole-v1",
+        variant="ddqn",
+        total_steps=100_000,
+        num_envs=4,
+        train_every=2,
+        buffer_size=100_000,
+        batch_size=64,
+        learning_starts=1_000,
+        loss="squared",
+        lr=3e-3,
+        anneal_lr=True,
+        target_period=300,
+        eps_duration=10_000,
+        eps_end=0.01,
+        hidden_sizes=(64, 64),
+    ),
+    # PureJaxRL dqn.py's default config, for a like-for-like speed comparison.
+    "purejaxrl-cartpole": dict(
+        env="CartPole-v1",
+        variant="dqn",
+        loss="squared",
+        total_steps=500_000,
+        num_envs=10,
+        train_every=10,
+        buffer_size=10_000,
+        batch_size=128,
+        learning_starts=10_000,
+        target_period=500,
+        tau=1.0,
+        optimizer="adam",
+        lr=2.5e-4,
+        exploration="linear",
+        eps_start=1.0,
+        eps_end=0.05,
+        eps_duration=250_000,
+        hidden_sizes=(120, 84),
+        gamma=0.99,
+        num_chunks=10,
+    ),
+    # The notebook's agent on CartPole-v0 dynamics (1 env, update every step, RMSProp 2.5e-4).
+    "notebook": dict(
+        env="CartPole-v0",
+        variant="ddqn",
+        total_steps=200_000,
+        num_envs=1,
+        train_every=1,
+        buffer_size=100_000,
+        batch_size=64,
+        learning_starts=64,
+        target_period=1_000,
+        optimizer="rmsprop",
+        lr=2.5e-4,
+        exploration="exponential",
+        eps_start=1.0,
+        eps_end=0.01,
+        eps_decay=0.001,
+        hidden_sizes=(64,),
+        init_scheme="notebook",
+        gamma=0.99,
+    ),
+}
+
+
+def from_preset(name: str = "default", **overrides) -> Config:
+    """The preset ``name`` with ``overrides`` applied (validated)."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is unknown: must be one of {', '.join(PRESETS)}")
+    return Config(**{**PRESETS[name], **overrides})
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(Config))

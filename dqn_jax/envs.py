@@ -1,0 +1,113 @@
+"""JAX environments (gymnax): lookup by id, validation, and a batched autoreset step.
+
+``CartPole-v0`` is gymnax's CartPole with the 200-step time limit of Gymnasium's v0 (the
+notebook's environment); every other id is gymnax's own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+# Ids we add on top of gymnax's registry: id -> (gymnax id, max_steps_in_episode override).
+_ALIASES = {"CartPole-v0": ("CartPole-v1", 200)}
+
+
+class EnvSpec(NamedTuple):
+    """What the agent needs to know about an environment (host-side, static)."""
+
+    env_id: str
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    max_episode_steps: int
+
+
+@cache
+def jax_env_ids() -> tuple[str, ...]:
+    """Every environment id the JAX backend accepts."""
+    import gymnax
+
+    return tuple(sorted(set(gymnax.registered_envs) | set(_ALIASES)))
+
+
+def unknown_env_message(env_id: str) -> str:
+    """A message naming ``env_id`` and the closest known ids."""
+    close = difflib.get_close_matches(env_id, jax_env_ids(), n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"env={env_id!r} is not a known JAX environment.{hint} Known: {', '.join(jax_env_ids())}"
+
+
+@cache
+def make_env(env_id: str) -> tuple[Any, Any]:
+    """``(env, env_params)`` for a JAX environment id; ``ValueError`` for unknown ids."""
+    import gymnax
+
+    if env_id not in jax_env_ids():
+        raise ValueError(unknown_env_message(env_id))
+    base_id, max_steps = _ALIASES.get(env_id, (env_id, None))
+    env, params = gymnax.make(base_id)
+    if max_steps is not None:
+        params = params.replace(max_steps_in_episode=max_steps)
+    return env, params
+
+
+@cache
+def env_spec(env_id: str) -> EnvSpec:
+    """Static facts of ``env_id``; ``ValueError`` if its action space is not discrete."""
+    env, params = make_env(env_id)
+    action_space = env.action_space(params)
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(
+            f"env={env_id!r} has a {type(action_space).__name__} action space; "
+            "DQN needs a discrete one (spaces.Discrete)."
+        )
+    obs_shape = tuple(int(d) for d in env.observation_space(params).shape)
+    return EnvSpec(env_id, obs_shape, int(action_space.n), int(params.max_steps_in_episode))
+
+
+class EnvStep(NamedTuple):
+    """Output of one batched step. ``next_obs`` is the observation to act on next (the reset
+    observation where an episode ended); ``final_obs`` is the true observation after the action
+    (differs from ``next_obs`` only where ``terminated | truncated``)."""
+
+    next_obs: jax.Array
+    env_state: Any
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+
+
+def reset(env_id: str, key: jax.Array, num_envs: int) -> tuple[jax.Array, Any]:
+    """Reset ``num_envs`` environments: ``(obs f32[num_envs, *obs_shape], env_state)``."""
+    env, params = make_env(env_id)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), params)
+    return obs.astype(jnp.float32), state
+
+
+def step(env_id: str, key: jax.Array, env_state: Any, actions: jax.Array) -> EnvStep:
+    """Step ``num_envs`` environments with autoreset; see :class:`EnvStep`.
+
+    A time-limit truncation sets ``truncated`` and leaves ``terminated`` False, so the agent
+    bootstraps from ``final_obs``. Where both hold, ``terminated`` wins (no bootstrap).
+    """
+    env, params = make_env(env_id)
+    keys = jax.random.split(key, actions.shape[0])
+    obs, state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+        keys, env_state, actions, params
+    )
+    terminated = terminated.astype(bool)
+    truncated = truncated.astype(bool) & ~terminated
+    return EnvStep(
+        obs.astype(jnp.float32),
+        state,
+        reward.astype(jnp.float32),
+        terminated,
+        truncated,
+        info["final_observation"].astype(jnp.float32),
+    )

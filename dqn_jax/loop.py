@@ -1,0 +1,276 @@
+"""The training loop on JAX environments, as pure per-seed functions.
+
+One loop *iteration* = ``vector_steps_per_iteration`` steps of the ``num_envs`` environments
+(acting epsilon-greedily and storing every transition), then ``updates_per_iteration`` gradient
+updates (once ``learning_starts`` env steps are done), then a target update whenever an
+``target_period`` boundary was crossed. A *chunk* is a ``lax.scan`` over iterations.
+
+Schedules depend only on the iteration index, which is passed in *unbatched*: under
+``vmap`` over seeds the "learning started?" and "update the target?" predicates stay scalar, so
+``lax.cond`` really skips work instead of computing both branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dqn_jax import envs, exploration, losses
+from dqn_jax.agent import Learner, UpdateMetrics, make_optimizer, make_update, td_errors
+from dqn_jax.agent import update_target as blend_target
+from dqn_jax.config import Config
+from dqn_jax.networks import MLPQNetwork
+from dqn_jax.replay import Replay, Transition, uniform_replay
+from dqn_jax.variants import VARIANTS
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during a run of one seed (vmap adds a leading seed axis)."""
+
+    learner: Learner
+    replay: Any
+    env_state: Any
+    obs: jax.Array  # f32[num_envs, *obs_shape]
+    ep_return: jax.Array  # f32[num_envs], return of the running episodes
+    ep_length: jax.Array  # i32[num_envs]
+    key: jax.Array
+
+
+class ChunkOutput(NamedTuple):
+    """Per-iteration outputs of a chunk. Episode arrays are ``[iters, vsteps, num_envs]`` and hold
+    the finished episode's length/return where one ended at that step, 0 elsewhere."""
+
+    ep_length: jax.Array
+    ep_return: jax.Array
+    loss: jax.Array  # f32[iters], mean over the iteration's updates (0 before learning)
+    q_mean: jax.Array  # f32[iters]
+
+
+class Trainer(NamedTuple):
+    """The compiled-program pieces for one config; all per seed, pure, jittable, vmappable."""
+
+    config: Config
+    init: Callable[[jax.Array], TrainState]
+    prefill: Callable[[TrainState], TrainState]
+    run_chunk: Callable[[TrainState, jax.Array, int], tuple[TrainState, ChunkOutput]]
+    evaluate: Callable[[Any, jax.Array], jax.Array]
+    apply_fn: Callable
+
+
+def make_replay(config: Config) -> Replay:
+    """The variant's replay buffer with the config's capacity and batch size."""
+    if VARIANTS[config.variant].replay == "prioritized":
+        from dqn_jax.per import prioritized_replay
+
+        return prioritized_replay(
+            config.buffer_size,
+            config.batch_size,
+            alpha=config.per_alpha,
+            eps=config.per_eps,
+            priority_on_insert=config.per_priority_on_insert,
+        )
+    return uniform_replay(config.buffer_size, config.batch_size)
+
+
+def epsilon_at(config: Config, env_step) -> jax.Array:
+    """Exploration epsilon after ``env_step`` env steps of this run."""
+    if config.variant == "random":
+        return jnp.float32(1.0)
+    if config.exploration == "exponential":
+        return exploration.exponential_epsilon(
+            env_step, config.eps_end, config.eps_start, config.eps_decay
+        )
+    return exploration.linear_epsilon(
+        env_step, config.eps_start, config.eps_end, config.eps_duration
+    )
+
+
+def num_updates(config: Config) -> int:
+    """Gradient updates in the whole run (for learning-rate annealing)."""
+    first = -(-config.learning_starts // config.env_steps_per_iteration)  # ceil
+    first = max(first, 1) - 1  # iteration index whose end reaches learning_starts
+    return max(config.num_iterations - first, 0) * config.updates_per_iteration
+
+
+def make_train(
+    config: Config,
+    *,
+    target_fn: Callable | None = None,
+    loss_fn: Callable | None = None,
+    replay: Replay | None = None,
+) -> Trainer:
+    """Build the per-seed functions for ``config``; ``target_fn``/``loss_fn``/``replay`` override
+    the variant's choices (how experiment scripts compose their own agents)."""
+    variant = VARIANTS[config.variant]
+    learns = variant.target_fn is not None
+    target_fn = target_fn or variant.target_fn
+    loss_fn = loss_fn or losses.LOSSES[config.loss]
+    replay = replay or make_replay(config)
+    spec = envs.env_spec(config.env)
+    network = MLPQNetwork(spec.num_actions, config.hidden_sizes, config.init_scheme)
+    apply_fn = network.apply
+    optimizer = make_optimizer(
+        config.optimizer, config.lr, num_updates(config), config.anneal_lr, config.max_grad_norm
+    )
+    update = make_update(apply_fn, optimizer, replay, target_fn, loss_fn, config.gamma)
+    uses_td_on_insert = variant.replay == "prioritized" and config.per_priority_on_insert == "td"
+    n_envs = config.num_envs
+
+    def init(key: jax.Array) -> TrainState:
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+        params = network.init(k_net, dummy_obs)
+        learner = Learner(params, params, optimizer.init(params))
+        example = Transition(
+            dummy_obs[0], jnp.int32(0), jnp.float32(0), dummy_obs[0], jnp.float32(0)
+        )
+        obs, env_state = envs.reset(config.env, k_env, n_envs)
+        return TrainState(
+            learner,
+            replay.init(example),
+            env_state,
+            obs,
+            jnp.zeros((n_envs,), jnp.float32),
+            jnp.zeros((n_envs,), jnp.int32),
+            k_run,
+        )
+
+    def insert_priority_td(learner: Learner, transitions: Transition):
+        if not uses_td_on_insert:
+            return None
+        td, _ = td_errors(
+            learner.params, learner.target_params, transitions, apply_fn, target_fn, config.gamma
+        )
+        return jnp.abs(td)
+
+    def env_step(state: TrainState, env_step_index, random_policy: bool, store: bool):
+        key, k_act, k_env = jax.random.split(state.key, 3)
+        if random_policy or not learns:
+            actions = jax.random.randint(k_act, (n_envs,), 0, spec.num_actions)
+        else:
+            q = apply_fn(state.learner.params, state.obs)
+            actions = exploration.epsilon_greedy(k_act, q, epsilon_at(config, env_step_index))
+        out = envs.step(config.env, k_env, state.env_state, actions)
+        replay_state = state.replay
+        if store:
+            transitions = Transition(
+                state.obs, actions, out.reward, out.final_obs, out.terminated.astype(jnp.float32)
+            )
+            abs_td = insert_priority_td(state.learner, transitions)
+            replay_state = replay.add(replay_state, transitions, abs_td)
+        done = out.terminated | out.truncated
+        ep_return = state.ep_return + out.reward
+        ep_length = state.ep_length + 1
+        finished = (jnp.where(done, ep_length, 0), jnp.where(done, ep_return, 0.0))
+        state = TrainState(
+            state.learner,
+            replay_state,
+            out.env_state,
+            out.next_obs,
+            jnp.where(done, 0.0, ep_return),
+            jnp.where(done, 0, ep_length),
+            key,
+        )
+        return state, finished
+
+    def learn(state: TrainState, env_steps_done) -> tuple[TrainState, UpdateMetrics]:
+        progress = jnp.minimum(env_steps_done / config.total_steps, 1.0)
+        beta = config.per_beta0 + (config.per_beta_final - config.per_beta0) * progress
+        key, *update_keys = jax.random.split(state.key, config.updates_per_iteration + 1)
+
+        def one_update(carry, k):
+            learner, replay_state = carry
+            learner, replay_state, metrics = update(learner, replay_state, k, beta)
+            return (learner, replay_state), metrics
+
+        (learner, replay_state), metrics = jax.lax.scan(
+            one_update, (state.learner, state.replay), jnp.stack(update_keys)
+        )
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return state._replace(learner=learner, replay=replay_state, key=key), metrics
+
+    def iteration(state: TrainState, it):
+        """One loop iteration; ``it`` is the unbatched global iteration index."""
+        per_iter = config.env_steps_per_iteration
+        first_env_step = it * per_iter + n_envs * jnp.arange(config.vector_steps_per_iteration)
+        state, (ep_len, ep_ret) = jax.lax.scan(
+            lambda s, i: env_step(s, i, random_policy=False, store=learns), state, first_env_step
+        )
+        done_steps = (it + 1) * per_iter
+        zero = UpdateMetrics(jnp.float32(0.0), jnp.float32(0.0))
+        if learns:
+            state, metrics = jax.lax.cond(
+                done_steps >= config.learning_starts,
+                learn,
+                lambda s, _: (s, zero),
+                state,
+                done_steps,
+            )
+            if variant.uses_target_net:
+                crossed = done_steps // config.target_period != (done_steps - per_iter) // (
+                    config.target_period
+                )
+                learner = jax.lax.cond(
+                    crossed,
+                    lambda lr: blend_target(lr, config.tau),
+                    lambda lr: lr,
+                    state.learner,
+                )
+                state = state._replace(learner=learner)
+        else:
+            metrics = zero
+        return state, ChunkOutput(ep_len, ep_ret, metrics.loss, metrics.q_mean)
+
+    def run_chunk(state: TrainState, start_iteration, num_iterations: int):
+        """Run iterations ``start_iteration .. start_iteration + num_iterations - 1``."""
+        its = start_iteration + jnp.arange(num_iterations, dtype=jnp.int32)
+        return jax.lax.scan(iteration, state, its)
+
+    def prefill(state: TrainState) -> TrainState:
+        """Store ``prefill_episodes`` (or up to num_envs - 1 more) random-agent episodes, then
+        reset the environments. Counts toward no schedule and no report."""
+        if config.prefill_episodes == 0 or not learns:
+            return state
+
+        def body(carry):
+            s, episodes = carry
+            s, (ep_len, _) = env_step(s, 0, random_policy=True, store=True)
+            return s, episodes + jnp.sum(ep_len > 0)
+
+        state, _ = jax.lax.while_loop(
+            lambda carry: carry[1] < config.prefill_episodes, body, (state, jnp.int32(0))
+        )
+        key, k_env = jax.random.split(state.key)
+        obs, env_state = envs.reset(config.env, k_env, n_envs)
+        return state._replace(
+            env_state=env_state,
+            obs=obs,
+            ep_return=jnp.zeros_like(state.ep_return),
+            ep_length=jnp.zeros_like(state.ep_length),
+            key=key,
+        )
+
+    def evaluate(params, key: jax.Array) -> jax.Array:
+        """Greedy returns ``f32[eval_episodes]``: each episode in its own environment, run for
+        the environment's step limit; rewards after an episode's end are not counted."""
+        n = config.eval_episodes
+        k_reset, k_steps = jax.random.split(key)
+        obs, env_state = envs.reset(config.env, k_reset, n)
+
+        def step(carry, k):
+            obs, env_state, total, alive = carry
+            actions = jnp.argmax(apply_fn(params, obs), axis=-1).astype(jnp.int32)
+            out = envs.step(config.env, k, env_state, actions)
+            total = total + jnp.where(alive, out.reward, 0.0)
+            alive = alive & ~(out.terminated | out.truncated)
+            return (out.next_obs, out.env_state, total, alive), None
+
+        init = (obs, env_state, jnp.zeros((n,), jnp.float32), jnp.ones((n,), bool))
+        keys = jax.random.split(k_steps, spec.max_episode_steps)
+        (_, _, total, _), _ = jax.lax.scan(step, init, keys)
+        return total
+
+    return Trainer(config, init, prefill, run_chunk, evaluate, apply_fn)

@@ -1,0 +1,56 @@
+"""Config validation: a bad value fails at once, naming the field, the value and the range."""
+
+import pytest
+
+from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"lr": -1e-3}, r"lr=-0\.001 is invalid: must be a finite number > 0"),
+        ({"batch_size": 512, "buffer_size": 256}, r"batch_size=512 .*<= buffer_size \(256\)"),
+        ({"gamma": 1.5}, r"gamma=1\.5 is invalid: must be in \[0\.0, 1\.0\]"),
+        ({"gamma": -0.1}, r"gamma=-0\.1"),
+        ({"env": "CartPol-v1"}, r"env='CartPol-v1' is not a known.*Did you mean: CartPole-v1"),
+        ({"env": "Pendulum-v1"}, r"env='Pendulum-v1' has a Box action space; DQN needs a discrete"),
+        (
+            {"variant": "rainbow"},
+            r"variant='rainbow' is invalid: must be one of random, dqn_simple",
+        ),
+        ({"num_envs": 4, "train_every": 3}, r"train_every=3 .*multiple or a divisor of num_envs"),
+        ({"total_steps": 1001, "num_envs": 4, "train_every": 4}, r"total_steps=1001 .*e\.g\. 1000"),
+        ({"tau": 0.0}, r"tau=0\.0 is invalid: must be in \(0, 1\]"),
+        ({"eps_end": 0.5, "eps_start": 0.1}, r"eps_end=0\.5 .*<= eps_start"),
+        ({"learning_starts": 10, "batch_size": 64}, r"learning_starts=10 .*>= batch_size \(64\)"),
+        ({"hidden_sizes": (64, 0)}, r"hidden_sizes=\(64, 0\)"),
+        ({"num_seeds": 0}, r"num_seeds=0 is invalid: must be >= 1"),
+        ({"per_beta0": 2.0}, r"per_beta0=2\.0"),
+        ({"loss": "l1"}, r"loss='l1' is invalid: must be one of squared, pseudo_huber, huber"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(changes, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Config(**changes)
+
+
+def test_loss_defaults_to_the_variants_and_configs_are_hashable():
+    assert Config(variant="dqn_simple").loss == "squared"
+    assert Config(variant="ddqn").loss == "pseudo_huber"
+    assert Config(variant="ddqn", loss="huber").loss == "huber"
+    assert hash(Config()) == hash(Config())
+    assert Config(lr=1e-3) != Config(lr=2e-3)
+
+
+def test_presets_are_valid_and_derived_counts():
+    for name in PRESETS:
+        from_preset(name)
+    c = from_preset("purejaxrl-cartpole")
+    assert (c.num_envs, c.env_steps_per_iteration, c.updates_per_iteration) == (10, 10, 1)
+    assert c.num_iterations == 50_000
+    c = Config(num_envs=1, train_every=10, total_steps=1000, learning_starts=100)
+    assert (c.vector_steps_per_iteration, c.updates_per_iteration, c.num_iterations) == (10, 1, 100)
+    c = Config(num_envs=8, train_every=2, total_steps=1600)
+    assert (c.vector_steps_per_iteration, c.updates_per_iteration) == (1, 4)
+    with pytest.raises(ConfigError, match="preset='nope'"):
+        from_preset("nope")

@@ -1,0 +1,147 @@
+"""The training loop: truncation vs termination, seeds, determinism, evaluation, learning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dqn_jax.config import Config
+from dqn_jax.loop import make_train
+from dqn_jax.run import seed_keys, train
+
+
+def stored_transitions(config: Config, iterations: int):
+    """Run ``iterations`` loop iterations of seed 0 (no learning) and return its replay data."""
+    trainer = make_train(config)
+    state = jax.jit(trainer.init)(seed_keys(config)[0])
+    state, out = jax.jit(trainer.run_chunk, static_argnums=2)(state, jnp.int32(0), iterations)
+    n = iterations * config.env_steps_per_iteration
+    return jax.tree.map(lambda x: np.asarray(x[:n]), state.replay.data), out
+
+
+def test_time_limit_truncation_bootstraps_from_the_real_final_observation():
+    # MountainCar-v0: a random agent never reaches the goal, so every episode ends by the
+    # 200-step time limit. Those transitions must be stored as non-terminal, with the true final
+    # observation as next_obs (not the reset observation of the next episode).
+    config = Config(
+        env="MountainCar-v0",
+        variant="dqn",
+        num_envs=1,
+        train_every=1,
+        total_steps=1000,
+        learning_starts=10**6,
+        eps_start=1.0,
+        eps_end=1.0,
+        buffer_size=1000,
+        num_chunks=1,
+    )
+    data, out = stored_transitions(config, 450)
+    lengths = np.asarray(out.ep_length).reshape(-1)
+    assert list(np.nonzero(lengths)[0]) == [199, 399] and set(lengths[lengths > 0]) == {200}
+    assert not data.terminated.any(), "a time-limit truncation was stored as terminal"
+    # Within an episode next_obs[t] == obs[t+1]; across the boundary it must not be the reset obs
+    for t in range(449):
+        if t in (199, 399):
+            assert not np.allclose(data.next_obs[t], data.obs[t + 1])
+            # MountainCar moves at most 0.07 per step: next_obs continues obs[t]
+            assert abs(data.next_obs[t][0] - data.obs[t][0]) <= 0.07 + 1e-6
+            assert data.obs[t + 1][1] == 0.0  # the reset observation has zero velocity
+        else:
+            np.testing.assert_array_equal(data.next_obs[t], data.obs[t + 1])
+
+
+def test_termination_is_stored_as_terminal():
+    # CartPole under a random policy terminates (pole falls) long before its time limit.
+    config = Config(
+        env="CartPole-v1",
+        variant="dqn",
+        num_envs=2,
+        train_every=2,
+        total_steps=1000,
+        learning_starts=10**6,
+        buffer_size=1000,
+        num_chunks=1,
+    )
+    data, out = stored_transitions(config, 200)
+    ends = np.asarray(out.ep_length).reshape(-1) > 0  # [400] in time-major, env-minor order
+    np.testing.assert_array_equal(data.terminated.astype(bool), ends)
+    # the stored final observation is out of bounds (|x| > 2.4 or |theta| > 12 degrees)
+    final = data.next_obs[ends]
+    assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 12 * 2 * np.pi / 360))
+
+
+SMALL = dict(
+    env="CartPole-v1",
+    variant="ddqn",
+    total_steps=2_000,
+    num_envs=2,
+    train_every=2,
+    learning_starts=200,
+    batch_size=32,
+    buffer_size=1000,
+    num_chunks=2,
+    eval_episodes=2,
+    hidden_sizes=(16,),
+    target_period=100,
+)
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.learner.params)]
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ():
+    config = Config(num_seeds=2, **SMALL)
+    a = train(config, progress=False, echo=lambda s: None)
+    b = train(config, progress=False, echo=lambda s: None)
+    for x, y in zip(leaves(a.state), leaves(b.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    for ea, eb in zip(a.episodes, b.episodes, strict=True):
+        np.testing.assert_array_equal(ea, eb)
+    np.testing.assert_array_equal(a.eval_returns, b.eval_returns)
+    # the two seeds of one run differ, in parameters and in experience
+    for x in leaves(a.state):
+        assert not np.array_equal(x[0], x[1])
+    assert not np.array_equal(a.episodes[0][:20], a.episodes[1][:20])
+
+
+def test_seed_offset_selects_the_same_run():
+    # run 1 of a 2-seed run with seed 0 is the run of seed 1: same episodes
+    both = train(Config(num_seeds=2, **SMALL), progress=False, echo=lambda s: None)
+    one = train(Config(num_seeds=1, seed=1, **SMALL), progress=False, echo=lambda s: None)
+    np.testing.assert_array_equal(both.episodes[1][:, :2], one.episodes[0][:, :2])
+
+
+def test_random_agent_runs_through_the_loop():
+    config = Config(**{**SMALL, "variant": "random", "total_steps": 4_000})
+    result = train(config, progress=False, echo=lambda s: None)
+    lengths = result.episodes[0][:, 1]
+    # CartPole under uniform random actions lasts about 22 steps on average
+    assert 15 < lengths.mean() < 30
+    # env steps at which episodes end are increasing and the lengths add up
+    assert np.all(np.diff(result.episodes[0][:, 0]) >= 0)
+    assert lengths.sum() <= 4_000
+
+
+@pytest.mark.slow
+def test_ddqn_learns_cartpole():
+    # A short run that fails if learning breaks: random play averages ~22 steps per episode.
+    config = Config(
+        env="CartPole-v1",
+        variant="ddqn",
+        num_seeds=2,
+        total_steps=30_000,
+        num_envs=4,
+        train_every=4,
+        batch_size=64,
+        lr=1e-3,
+        target_period=500,
+        eps_duration=10_000,
+        learning_starts=1_000,
+        num_chunks=3,
+        eval_episodes=5,
+    )
+    result = train(config, progress=False, echo=lambda s: None)
+    for eps in result.episodes:
+        assert eps[-20:, 2].mean() > 100, eps[-20:, 2]
+    assert result.eval_returns.mean() > 100
