@@ -7,6 +7,7 @@ Every :class:`~dqn_jax.config.Config` field is a flag of ``train`` (``--lr 3e-4`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,9 +83,39 @@ def cmd_presets(argv: list[str]) -> int:
     return 0
 
 
+def cpu_devices_for(num_seeds: int, cores: int | None = None) -> int:
+    """How many host (CPU) devices to split ``num_seeds`` over: the largest divisor of
+    ``num_seeds`` that is at most the number of cores."""
+    cores = cores or os.cpu_count() or 1
+    return max(d for d in range(1, min(cores, num_seeds) + 1) if num_seeds % d == 0)
+
+
+def use_cpu_cores(argv: list[str]) -> None:
+    """Give XLA's CPU backend one device per core when several seeds can share them.
+
+    Must run before JAX starts its backends. XLA runs one seed's small matrix products on one
+    core at a time; splitting the seeds over per-core devices ran 8 seeds of the
+    purejaxrl-cartpole preset 1.9x faster on 2 cores. A single seed keeps one device (it then
+    keeps XLA's intra-op threads). Does nothing if the user set the device count or a
+    backend is already running; GPUs are unaffected (the flag only concerns the host).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="default")
+    pre.add_argument("--num-seeds", type=int, default=None)
+    known, _ = pre.parse_known_args(argv)
+    num_seeds = known.num_seeds or PRESETS.get(known.preset, {}).get("num_seeds", 1)
+    n = cpu_devices_for(max(num_seeds, 1))
+    if n > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dqn-jax`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
         print("usage: dqn-jax [train|presets] [flags]   (no command = train)\n")
         print("  train    train an agent (dqn-jax train --help for every flag)")

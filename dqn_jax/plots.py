@@ -31,10 +31,22 @@ def plot_episodes(per_seed: list[np.ndarray], path: Path, title: str, window: in
         lengths, returns = eps[:, 1], eps[:, 2]
         if seed == 0:
             ax_len.plot(x, lengths, color="gold", lw=0.6, label="seed 0: length")
-            ax_len.plot(x, rolling(lengths, window, np.min), color="orange", lw=1, label="min")
-            ax_len.plot(x, rolling(lengths, window, np.max), color="red", lw=1, label="max")
+            ax_len.plot(
+                x,
+                rolling(lengths, window, np.min),
+                color="orange",
+                lw=1,
+                label=f"seed 0: {window}-ep min",
+            )
+            ax_len.plot(
+                x,
+                rolling(lengths, window, np.max),
+                color="red",
+                lw=1,
+                label=f"seed 0: {window}-ep max",
+            )
             ax_ret.plot(x, returns, color="tab:blue", lw=0.6, label="seed 0: return")
-        mean_label = f"{window}-episode mean" if seed == 0 else None
+        mean_label = f"{window}-episode mean, each seed" if seed == 0 else None
         ax_len.plot(
             x, rolling(lengths, window, np.mean), color="green", lw=1, alpha=0.7, label=mean_label
         )

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqn_jax import report
 from dqn_jax.config import Config
@@ -60,35 +61,66 @@ def nonfinite_seeds(state: TrainState, loss: np.ndarray) -> list[int]:
 
 class Compiled(NamedTuple):
     init: Callable
-    prefill: Callable
+    prefill: Callable | None
     chunks: dict[int, Callable]
-    evaluate: Callable
+    evaluate: Callable | None
     seconds: float
+    sharding: NamedSharding  # of every array with a leading seed axis
 
 
-def compile_all(trainer: Trainer, sizes: list[int]) -> Compiled:
-    """AOT-compile every program of the run (timed, so compile and run time are reported apart)."""
+def seed_sharding(num_seeds: int, devices: list | None = None) -> NamedSharding:
+    """Shard the leading seed axis over the most devices that divide ``num_seeds`` evenly.
+
+    One CPU, N CPU devices (``--xla_force_host_platform_device_count``) or several GPUs: the same
+    program, each device running its share of the seeds; seeds never communicate.
+    """
+    devices = list(devices or jax.devices())
+    n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    return NamedSharding(Mesh(np.array(devices[:n]), ("seed",)), PartitionSpec("seed"))
+
+
+def per_device(fn: Callable, shard: NamedSharding, num_args: int, replicated_args=()) -> Callable:
+    """``fn`` (vmapped over seeds) run by each device on its own seeds with ``shard_map``.
+
+    Each device runs exactly the single-device program on its share of the seeds, so a sharded
+    run is bit-identical to the unsharded one (GSPMD's automatic partitioning of the same
+    program was measured here to change float rounding).
+    """
+    specs = tuple(
+        PartitionSpec() if i in replicated_args else PartitionSpec("seed") for i in range(num_args)
+    )
+    return jax.shard_map(
+        fn, mesh=shard.mesh, in_specs=specs, out_specs=PartitionSpec("seed"), check_vma=False
+    )
+
+
+def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None) -> Compiled:
+    """AOT-compile every program of the run with the seed axis sharded over ``devices``
+    (default: all), timed so that compile and run time are reported apart."""
     config = trainer.config
+    shard = seed_sharding(config.num_seeds, devices)
+    keys = jax.device_put(seed_keys(config), shard)
     start = time.perf_counter()
-    keys = seed_keys(config)
-    init = jax.jit(jax.vmap(trainer.init)).lower(keys).compile()
+    init = jax.jit(per_device(jax.vmap(trainer.init), shard, 1)).lower(keys).compile()
     state_shape = jax.eval_shape(jax.vmap(trainer.init), keys)
+    state_shape = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), state_shape
+    )
     prefill = None
     if config.prefill_episodes > 0 and config.variant != "random":
-        prefill = jax.jit(jax.vmap(trainer.prefill), donate_argnums=0)
+        prefill = jax.jit(per_device(jax.vmap(trainer.prefill), shard, 1), donate_argnums=0)
         prefill = prefill.lower(state_shape).compile()
     chunks = {}
     for n in sorted(set(sizes)):
-        fn = jax.jit(
-            jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None)),
-            donate_argnums=0,
-        )
+        chunk = jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None))
+        fn = jax.jit(per_device(chunk, shard, 2, replicated_args=(1,)), donate_argnums=0)
         chunks[n] = fn.lower(state_shape, jnp.int32(0)).compile()
     evaluate = None
     if config.eval_episodes > 0:
         params_shape = state_shape.learner.params
-        evaluate = jax.jit(jax.vmap(trainer.evaluate)).lower(params_shape, keys).compile()
-    return Compiled(init, prefill, chunks, evaluate, time.perf_counter() - start)
+        evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
+        evaluate = evaluate.lower(params_shape, keys).compile()
+    return Compiled(init, prefill, chunks, evaluate, time.perf_counter() - start, shard)
 
 
 def train(
@@ -98,12 +130,13 @@ def train(
     trainer: Trainer | None = None,
     progress: bool = True,
     echo: Callable[[str], Any] = print,
+    devices: list | None = None,
 ) -> RunResult:
     """Run ``config`` (all seeds at once); write the run directory if ``run_dir`` is given.
 
     Files: ``config.json``, ``episodes.csv``, ``evals.csv``, ``summary.json``, ``episodes.png``.
     Raises :class:`NonFiniteError` at the first chunk boundary where a seed's loss or
-    parameters are NaN/inf.
+    parameters are NaN/inf. ``devices`` (default: all of JAX's) share the seeds.
     """
     trainer = trainer or make_train(config)
     out = Path(run_dir) if run_dir is not None else None
@@ -111,14 +144,15 @@ def train(
         report.check_writable(out)
         report.write_json(out / "config.json", config.to_dict())
     sizes = chunk_sizes(config.num_iterations, config.num_chunks)
-    compiled = compile_all(trainer, sizes)
+    compiled = compile_all(trainer, sizes, devices)
     echo(
         f"{config.env} | {config.variant} | {config.num_seeds} seed(s) x "
-        f"{config.total_steps:,} env steps | compiled in {compiled.seconds:.1f}s"
+        f"{config.total_steps:,} env steps | {compiled.sharding.mesh.size} device(s) | "
+        f"compiled in {compiled.seconds:.1f}s"
     )
 
     run_start = time.perf_counter()
-    state = compiled.init(seed_keys(config))
+    state = compiled.init(jax.device_put(seed_keys(config), compiled.sharding))
     if compiled.prefill is not None:
         state = compiled.prefill(state)
     log = report.EpisodeLog(out / "episodes.csv" if out else None, config.num_seeds)
@@ -166,7 +200,7 @@ def train(
     run_s = time.perf_counter() - run_start
 
     episodes = [log.seed_array(s) for s in range(config.num_seeds)]
-    summary = _summary(config, compiled.seconds, run_s, episodes, final_eval)
+    summary = _summary(config, compiled, run_s, episodes, final_eval)
     if out is not None:
         _write_evals(out / "evals.csv", evals, config)
         report.write_json(out / "summary.json", summary)
@@ -178,7 +212,8 @@ def train(
 
 
 def _evaluate(compiled: Compiled, state: TrainState, config: Config) -> np.ndarray:
-    returns = compiled.evaluate(state.learner.params, eval_keys(config))
+    keys = jax.device_put(eval_keys(config), compiled.sharding)
+    returns = compiled.evaluate(state.learner.params, keys)
     return np.asarray(jax.device_get(returns))
 
 
@@ -197,7 +232,9 @@ def _write_evals(path: Path, evals: list[tuple[int, np.ndarray]], config: Config
                 f.write(f"{s},{env_step},{r.mean():g},{r.min():g},{r.max():g}\n")
 
 
-def _summary(config, compile_s, run_s, episodes, final_eval) -> dict:
+def _summary(config, compiled: Compiled, run_s, episodes, final_eval) -> dict:
+    compile_s = compiled.seconds
+    devices = compiled.sharding.mesh.devices.flat
     total = config.total_steps * config.num_seeds
     last100 = [float(e[-100:, 2].mean()) if len(e) else None for e in episodes]
     eval_means = [float(x) for x in final_eval.mean(axis=1)] if final_eval.size else []
@@ -216,7 +253,7 @@ def _summary(config, compile_s, run_s, episodes, final_eval) -> dict:
         "eval_episodes": config.eval_episodes,
         "final_eval_return_per_seed": eval_means,
         "final_eval_return_mean": float(np.mean(eval_means)) if eval_means else None,
-        "device": str(jax.devices()[0].platform),
+        "devices": [str(d) for d in devices],
         "jax_version": jax.__version__,
     }
 
