@@ -63,7 +63,12 @@ def default_run_dir(config: Config) -> Path:
 
 def cmd_train(argv: list[str]) -> int:
     config, options = parse_train_args(argv)
-    from dqn_jax.run import NonFiniteError, train
+    from dqn_jax.run import NonFiniteError
+
+    if config.backend == "gymnasium":
+        from dqn_jax.gym_backend import train
+    else:
+        from dqn_jax.run import train
 
     run_dir = options.out or default_run_dir(config)
     print(f"run directory: {run_dir}")

@@ -18,6 +18,7 @@ Optimizer = Literal["adam", "rmsprop"]
 Exploration = Literal["linear", "exponential"]
 InitScheme = Literal["lecun", "notebook"]
 PriorityRule = Literal["max", "td"]
+Backend = Literal["auto", "jax", "gymnasium"]
 VARIANT_NAMES = get_args(VariantName)
 LOSS_NAMES = get_args(LossName)[1:]
 OPTIMIZERS = get_args(Optimizer)
@@ -35,7 +36,10 @@ class Config:
     """Everything that defines a run. Counts of steps are env steps per seed."""
 
     env: str = "CartPole-v1"
-    """JAX environment id (gymnax ids, plus CartPole-v0 = CartPole with a 200-step limit)."""
+    """Environment id: a gymnax id (plus CartPole-v0 = CartPole with a 200-step limit) for the
+    JAX backend, a Gymnasium id for the gymnasium backend."""
+    backend: Backend = "auto"
+    """jax | gymnasium | auto (jax when ``env`` is a JAX environment id, else gymnasium)."""
     variant: VariantName = "ddqn"
     """random | dqn_simple | dqn | ddqn | ddqn_per: target function, replay and target net."""
     seed: int = 0
@@ -111,6 +115,11 @@ class Config:
     """Also evaluate every this many chunks; 0 = only at the end."""
 
     def __post_init__(self) -> None:
+        if self.backend == "auto":
+            from dqn_jax.envs import jax_env_ids
+
+            backend = "jax" if self.env in jax_env_ids() else "gymnasium"
+            object.__setattr__(self, "backend", backend)
         if self.loss == "":
             from dqn_jax.variants import VARIANTS
 
@@ -176,12 +185,21 @@ def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first bad field, its value and what is allowed."""
     from dqn_jax.envs import env_spec, jax_env_ids, unknown_env_message
 
-    if c.env not in jax_env_ids():
-        raise ConfigError(unknown_env_message(c.env))
-    try:
-        env_spec(c.env)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    _one_of("backend", c.backend, ("jax", "gymnasium"))
+    if c.backend == "jax":
+        if c.env not in jax_env_ids():
+            raise ConfigError(unknown_env_message(c.env))
+        try:
+            env_spec(c.env)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        from dqn_jax.gym_backend import gymnasium_env_spec
+
+        try:
+            gymnasium_env_spec(c.env)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     _one_of("variant", c.variant, VARIANT_NAMES)
     _one_of("loss", c.loss, LOSS_NAMES)
     _one_of("optimizer", c.optimizer, OPTIMIZERS)

@@ -36,10 +36,16 @@ def jax_env_ids() -> tuple[str, ...]:
 
 
 def unknown_env_message(env_id: str) -> str:
-    """A message naming ``env_id`` and the closest known ids."""
-    close = difflib.get_close_matches(env_id, jax_env_ids(), n=3, cutoff=0.4)
+    """A message naming ``env_id`` and the closest known ids (JAX and Gymnasium)."""
+    import gymnasium as gym
+
+    known = sorted(set(jax_env_ids()) | set(gym.registry))
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"env={env_id!r} is not a known JAX environment.{hint} Known: {', '.join(jax_env_ids())}"
+    return (
+        f"env={env_id!r} is not a known environment.{hint} JAX environments: "
+        f"{', '.join(jax_env_ids())}; or any discrete-action Gymnasium id."
+    )
 
 
 @cache

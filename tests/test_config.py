@@ -12,7 +12,10 @@ from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
         ({"batch_size": 512, "buffer_size": 256}, r"batch_size=512 .*<= buffer_size \(256\)"),
         ({"gamma": 1.5}, r"gamma=1\.5 is invalid: must be in \[0\.0, 1\.0\]"),
         ({"gamma": -0.1}, r"gamma=-0\.1"),
-        ({"env": "CartPol-v1"}, r"env='CartPol-v1' is not a known.*Did you mean: CartPole-v1"),
+        (
+            {"env": "CartPol-v1"},
+            r"env='CartPol-v1' is not a known environment.*Did you mean: CartPole-v1",
+        ),
         ({"env": "Pendulum-v1"}, r"env='Pendulum-v1' has a Box action space; DQN needs a discrete"),
         (
             {"variant": "rainbow"},
