@@ -54,25 +54,26 @@ def make_update(
     replay: Replay,
     target_fn: Callable,
     loss_fn: Callable,
-    gamma: float,
 ) -> Callable:
-    """``update(learner, replay_state, key, beta) -> (learner, replay_state, UpdateMetrics)``.
+    """``update(learner, replay_state, key, beta, gamma, lr) -> (learner, replay_state, metrics)``.
 
-    One gradient step on a replay sample; loss = mean over the batch of
-    ``is_weight * loss_fn(td)``; the sampled items' priorities get ``|td|`` (no-op for uniform).
+    One gradient step on a replay sample: loss = mean over the batch of
+    ``is_weight * loss_fn(td)``; ``params <- params - lr * direction`` where ``optimizer`` gives
+    the direction (see :func:`make_optimizer`); the sampled items' priorities get ``|td|``
+    (a no-op for uniform replay). ``beta``, ``gamma`` and ``lr`` may be traced per run (sweeps).
     """
 
-    def loss_of(params, target_params, batch, weights):
+    def loss_of(params, target_params, batch, weights, gamma):
         td, q_sa = td_errors(params, target_params, batch, apply_fn, target_fn, gamma)
         return jnp.mean(weights * loss_fn(td)), (td, q_sa)
 
-    def update(learner: Learner, replay_state, key, beta):
+    def update(learner: Learner, replay_state, key, beta, gamma, lr):
         indices, batch, weights = replay.sample(replay_state, key, beta)
         grads, (td, q_sa) = jax.grad(loss_of, has_aux=True)(
-            learner.params, learner.target_params, batch, weights
+            learner.params, learner.target_params, batch, weights, gamma
         )
-        updates, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
-        params = optax.apply_updates(learner.params, updates)
+        direction, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
+        params = jax.tree.map(lambda p, d: p - lr * d, learner.params, direction)
         replay_state = replay.update(replay_state, indices, jnp.abs(td))
         loss = jnp.mean(weights * loss_fn(td))
         return (
@@ -84,27 +85,34 @@ def make_update(
     return update
 
 
-def update_target(learner: Learner, tau: float) -> Learner:
-    """``target <- tau * online + (1 - tau) * target``; ``tau == 1`` copies exactly."""
-    if tau == 1.0:
+def update_target(learner: Learner, tau) -> Learner:
+    """``target <- tau * online + (1 - tau) * target``; a Python ``tau == 1`` copies exactly."""
+    if isinstance(tau, float | int) and tau == 1.0:
         target = learner.params
     else:
         target = optax.incremental_update(learner.params, learner.target_params, tau)
     return learner._replace(target_params=target)
 
 
-def make_optimizer(
-    name: str, lr: float, num_updates: int, anneal_lr: bool, max_grad_norm: float
-) -> optax.GradientTransformation:
-    """Adam, or TF1-style RMSProp (the notebook's), with optional linear decay and clipping."""
-    schedule = optax.linear_schedule(lr, 0.0, max(num_updates, 1)) if anneal_lr else lr
+def make_optimizer(name: str, max_grad_norm: float) -> optax.GradientTransformation:
+    """The update *direction* of Adam, or of TF1-style RMSProp (the notebook's), optionally after
+    global-norm clipping. The caller multiplies it by the (possibly annealed, possibly traced)
+    learning rate, so ``p - lr * direction`` is exactly Adam / RMSProp with that rate."""
     if name == "adam":
-        opt = optax.adam(schedule)
+        opt = optax.scale_by_adam()
     elif name == "rmsprop":
         # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
-        opt = optax.rmsprop(schedule, decay=0.9, eps=1e-10, initial_scale=1.0)
+        opt = optax.scale_by_rms(decay=0.9, eps=1e-10, initial_scale=1.0)
     else:
         raise ValueError(f"optimizer={name!r} is unknown: must be adam or rmsprop")
     if max_grad_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
     return opt
+
+
+def annealed_lr(lr, update_index, num_updates: int, anneal: bool):
+    """``lr`` decayed linearly to 0 over ``num_updates`` updates if ``anneal``, else ``lr``."""
+    if not anneal:
+        return lr
+    frac = jnp.minimum(update_index / max(num_updates, 1), 1.0)
+    return lr * (1.0 - frac)

@@ -19,7 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from dqn_jax import envs, exploration, losses
-from dqn_jax.agent import Learner, UpdateMetrics, make_optimizer, make_update, td_errors
+from dqn_jax.agent import (
+    Learner,
+    UpdateMetrics,
+    annealed_lr,
+    make_optimizer,
+    make_update,
+    td_errors,
+)
 from dqn_jax.agent import update_target as blend_target
 from dqn_jax.config import Config
 from dqn_jax.networks import MLPQNetwork
@@ -37,6 +44,7 @@ class TrainState(NamedTuple):
     ep_return: jax.Array  # f32[num_envs], return of the running episodes
     ep_length: jax.Array  # i32[num_envs]
     key: jax.Array
+    hyper: dict  # swept hyperparameters of this run: name -> f32[] (empty without a sweep)
 
 
 class ChunkOutput(NamedTuple):
@@ -53,7 +61,7 @@ class Trainer(NamedTuple):
     """The compiled-program pieces for one config; all per seed, pure, jittable, vmappable."""
 
     config: Config
-    init: Callable[[jax.Array], TrainState]
+    init: Callable[[jax.Array, dict | None], TrainState]
     prefill: Callable[[TrainState], TrainState]
     run_chunk: Callable[[TrainState, jax.Array, int], tuple[TrainState, ChunkOutput]]
     evaluate: Callable[[Any, jax.Array], jax.Array]
@@ -75,24 +83,46 @@ def make_replay(config: Config) -> Replay:
     return uniform_replay(config.buffer_size, config.batch_size)
 
 
-def epsilon_at(config: Config, env_step) -> jax.Array:
+# Config fields a sweep may vary per run inside one compiled program (traced f32 scalars).
+SWEEPABLE = (
+    "lr",
+    "gamma",
+    "eps_start",
+    "eps_end",
+    "eps_duration",
+    "eps_decay",
+    "tau",
+    "target_period",
+    "per_beta0",
+    "per_beta_final",
+)
+
+
+def hp(config: Config, hyper: dict, name: str):
+    """The run's value of hyperparameter ``name``: traced if swept, else the config's constant."""
+    return hyper[name] if name in hyper else getattr(config, name)
+
+
+def epsilon_at(config: Config, env_step, hyper: dict | None = None) -> jax.Array:
     """Exploration epsilon after ``env_step`` env steps of this run."""
+    hyper = hyper or {}
     if config.variant == "random":
         return jnp.float32(1.0)
+    start, end = hp(config, hyper, "eps_start"), hp(config, hyper, "eps_end")
     if config.exploration == "exponential":
-        return exploration.exponential_epsilon(
-            env_step, config.eps_end, config.eps_start, config.eps_decay
-        )
-    return exploration.linear_epsilon(
-        env_step, config.eps_start, config.eps_end, config.eps_duration
-    )
+        return exploration.exponential_epsilon(env_step, end, start, hp(config, hyper, "eps_decay"))
+    return exploration.linear_epsilon(env_step, start, end, hp(config, hyper, "eps_duration"))
+
+
+def first_learning_iteration(config: Config) -> int:
+    """Index of the first iteration that ends with a gradient update."""
+    return max(-(-config.learning_starts // config.env_steps_per_iteration), 1) - 1
 
 
 def num_updates(config: Config) -> int:
     """Gradient updates in the whole run (for learning-rate annealing)."""
-    first = -(-config.learning_starts // config.env_steps_per_iteration)  # ceil
-    first = max(first, 1) - 1  # iteration index whose end reaches learning_starts
-    return max(config.num_iterations - first, 0) * config.updates_per_iteration
+    iterations = max(config.num_iterations - first_learning_iteration(config), 0)
+    return iterations * config.updates_per_iteration
 
 
 def make_train(
@@ -101,9 +131,23 @@ def make_train(
     target_fn: Callable | None = None,
     loss_fn: Callable | None = None,
     replay: Replay | None = None,
+    sweep_table: dict | None = None,
+    seeds_per_point: int = 1,
 ) -> Trainer:
-    """Build the per-seed functions for ``config``; ``target_fn``/``loss_fn``/``replay`` override
-    the variant's choices (how experiment scripts compose their own agents)."""
+    """Build the per-run functions for ``config``; ``target_fn``/``loss_fn``/``replay`` override
+    the variant's choices (how experiment scripts compose their own agents).
+
+    ``sweep_table`` maps hyperparameters (from :data:`SWEEPABLE`) to one value per run
+    (``[config.num_seeds]``); run ``i`` is grid point ``i // seeds_per_point`` with seed
+    ``config.seed + i % seeds_per_point``, so every point sees the same seeds.
+    """
+    sweep_table = {k: jnp.asarray(v, jnp.float32) for k, v in (sweep_table or {}).items()}
+    unknown = sorted(set(sweep_table) - set(SWEEPABLE))
+    if unknown:
+        raise ValueError(f"cannot sweep {unknown}: sweepable fields are {', '.join(SWEEPABLE)}")
+    for name, values in sweep_table.items():
+        if values.shape != (config.num_seeds,):
+            raise ValueError(f"sweep values of {name}: shape {values.shape}, want one per run")
     variant = VARIANTS[config.variant]
     learns = variant.target_fn is not None
     target_fn = target_fn or variant.target_fn
@@ -112,14 +156,19 @@ def make_train(
     spec = envs.env_spec(config.env)
     network = MLPQNetwork(spec.num_actions, config.hidden_sizes, config.init_scheme)
     apply_fn = network.apply
-    optimizer = make_optimizer(
-        config.optimizer, config.lr, num_updates(config), config.anneal_lr, config.max_grad_norm
-    )
-    update = make_update(apply_fn, optimizer, replay, target_fn, loss_fn, config.gamma)
+    optimizer = make_optimizer(config.optimizer, config.max_grad_norm)
+    update = make_update(apply_fn, optimizer, replay, target_fn, loss_fn)
+    total_updates = num_updates(config)
     uses_td_on_insert = variant.replay == "prioritized" and config.per_priority_on_insert == "td"
     n_envs = config.num_envs
 
-    def init(key: jax.Array) -> TrainState:
+    def init(key: jax.Array, run_index=None) -> TrainState:
+        """The state of one run; ``run_index`` (i32[]) picks its sweep values and seed."""
+        hyper = {}
+        if sweep_table:
+            hyper = {name: values[run_index] for name, values in sweep_table.items()}
+            seed = (config.seed + run_index % seeds_per_point).astype(jnp.uint32)
+            key = jax.random.PRNGKey(seed)
         k_net, k_env, k_run = jax.random.split(key, 3)
         dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
         params = network.init(k_net, dummy_obs)
@@ -136,13 +185,15 @@ def make_train(
             jnp.zeros((n_envs,), jnp.float32),
             jnp.zeros((n_envs,), jnp.int32),
             k_run,
+            hyper,
         )
 
-    def insert_priority_td(learner: Learner, transitions: Transition):
+    def insert_priority_td(state: TrainState, transitions: Transition):
         if not uses_td_on_insert:
             return None
+        learner, gamma = state.learner, hp(config, state.hyper, "gamma")
         td, _ = td_errors(
-            learner.params, learner.target_params, transitions, apply_fn, target_fn, config.gamma
+            learner.params, learner.target_params, transitions, apply_fn, target_fn, gamma
         )
         return jnp.abs(td)
 
@@ -152,42 +203,50 @@ def make_train(
             actions = jax.random.randint(k_act, (n_envs,), 0, spec.num_actions)
         else:
             q = apply_fn(state.learner.params, state.obs)
-            actions = exploration.epsilon_greedy(k_act, q, epsilon_at(config, env_step_index))
+            epsilon = epsilon_at(config, env_step_index, state.hyper)
+            actions = exploration.epsilon_greedy(k_act, q, epsilon)
         out = envs.step(config.env, k_env, state.env_state, actions)
         replay_state = state.replay
         if store:
             transitions = Transition(
                 state.obs, actions, out.reward, out.final_obs, out.terminated.astype(jnp.float32)
             )
-            abs_td = insert_priority_td(state.learner, transitions)
+            abs_td = insert_priority_td(state, transitions)
             replay_state = replay.add(replay_state, transitions, abs_td)
         done = out.terminated | out.truncated
         ep_return = state.ep_return + out.reward
         ep_length = state.ep_length + 1
         finished = (jnp.where(done, ep_length, 0), jnp.where(done, ep_return, 0.0))
-        state = TrainState(
-            state.learner,
-            replay_state,
-            out.env_state,
-            out.next_obs,
-            jnp.where(done, 0.0, ep_return),
-            jnp.where(done, 0, ep_length),
-            key,
+        state = state._replace(
+            replay=replay_state,
+            env_state=out.env_state,
+            obs=out.next_obs,
+            ep_return=jnp.where(done, 0.0, ep_return),
+            ep_length=jnp.where(done, 0, ep_length),
+            key=key,
         )
         return state, finished
 
-    def learn(state: TrainState, env_steps_done) -> tuple[TrainState, UpdateMetrics]:
-        progress = jnp.minimum(env_steps_done / config.total_steps, 1.0)
-        beta = config.per_beta0 + (config.per_beta_final - config.per_beta0) * progress
-        key, *update_keys = jax.random.split(state.key, config.updates_per_iteration + 1)
+    def learn(state: TrainState, it) -> tuple[TrainState, UpdateMetrics]:
+        hyper, upi = state.hyper, config.updates_per_iteration
+        progress = jnp.minimum((it + 1) * config.env_steps_per_iteration / config.total_steps, 1.0)
+        beta0, beta1 = hp(config, hyper, "per_beta0"), hp(config, hyper, "per_beta_final")
+        beta = beta0 + (beta1 - beta0) * progress
+        gamma, lr = hp(config, hyper, "gamma"), hp(config, hyper, "lr")
+        key, *update_keys = jax.random.split(state.key, upi + 1)
+        first_index = (it - first_learning_iteration(config)) * upi
 
-        def one_update(carry, k):
+        def one_update(carry, xs):
             learner, replay_state = carry
-            learner, replay_state, metrics = update(learner, replay_state, k, beta)
+            k, index = xs
+            lr_now = annealed_lr(lr, index, total_updates, config.anneal_lr)
+            learner, replay_state, metrics = update(learner, replay_state, k, beta, gamma, lr_now)
             return (learner, replay_state), metrics
 
         (learner, replay_state), metrics = jax.lax.scan(
-            one_update, (state.learner, state.replay), jnp.stack(update_keys)
+            one_update,
+            (state.learner, state.replay),
+            (jnp.stack(update_keys), first_index + jnp.arange(upi)),
         )
         metrics = jax.tree.map(jnp.mean, metrics)
         return state._replace(learner=learner, replay=replay_state, key=key), metrics
@@ -203,21 +262,15 @@ def make_train(
         zero = UpdateMetrics(jnp.float32(0.0), jnp.float32(0.0))
         if learns:
             state, metrics = jax.lax.cond(
-                done_steps >= config.learning_starts,
-                learn,
-                lambda s, _: (s, zero),
-                state,
-                done_steps,
+                done_steps >= config.learning_starts, learn, lambda s, _: (s, zero), state, it
             )
             if variant.uses_target_net:
-                crossed = done_steps // config.target_period != (done_steps - per_iter) // (
-                    config.target_period
-                )
+                # Unbatched (a real branch) unless target_period is swept: then a cheap select.
+                period = hp(config, state.hyper, "target_period")
+                crossed = done_steps // period != (done_steps - per_iter) // period
+                tau = hp(config, state.hyper, "tau")
                 learner = jax.lax.cond(
-                    crossed,
-                    lambda lr: blend_target(lr, config.tau),
-                    lambda lr: lr,
-                    state.learner,
+                    crossed, lambda lr: blend_target(lr, tau), lambda lr: lr, state.learner
                 )
                 state = state._replace(learner=learner)
         else:

@@ -64,3 +64,51 @@ def plot_episodes(per_seed: list[np.ndarray], path: Path, title: str, window: in
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def binned_returns(episodes: np.ndarray, total_steps: int, num_bins: int = 50) -> np.ndarray:
+    """Mean return of the episodes that ended in each of ``num_bins`` equal env-step bins
+    (``f32[num_bins]``); a bin with no finished episode repeats the previous bin's value (NaN
+    before the first episode). ``episodes``: ``[n, 3]`` (env_step, length, return)."""
+    edges = np.linspace(0, total_steps, num_bins + 1)
+    which = np.clip(np.searchsorted(edges, episodes[:, 0], side="left") - 1, 0, num_bins - 1)
+    sums = np.bincount(which, weights=episodes[:, 2], minlength=num_bins)
+    counts = np.bincount(which, minlength=num_bins)
+    out = np.full(num_bins, np.nan)
+    last = np.nan
+    for i in range(num_bins):
+        last = sums[i] / counts[i] if counts[i] else last
+        out[i] = last
+    return out
+
+
+def plot_learning_curves(
+    curves: dict[str, np.ndarray], x: np.ndarray, path: Path, title: str, ylabel: str = "return"
+) -> None:
+    """One line per label: the IQM over seeds of ``curves[label]`` (``[seeds, bins]``) at each
+    ``x`` (env steps), with its 95% stratified-bootstrap confidence band (dqn_jax.stats)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dqn_jax import stats
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for label, runs in curves.items():
+        iqm, low, high = [], [], []
+        for column in runs.T:
+            column = column[np.isfinite(column)]
+            if len(column) == 0:
+                iqm.append(np.nan), low.append(np.nan), high.append(np.nan)
+                continue
+            agg = stats.aggregate(column, n_resamples=500)
+            iqm.append(agg["iqm"]), low.append(agg["iqm_ci"][0]), high.append(agg["iqm_ci"][1])
+        (line,) = ax.plot(x, iqm, lw=1.8, label=f"{label} (n={runs.shape[0]})")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, lw=0)
+    ax.set(title=title, xlabel="env steps per seed", ylabel=f"{ylabel} (IQM, 95% CI band)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,236 @@
+"""Replay throughput: microseconds per (sample a batch + update its priorities).
+
+Compares :func:`dqn_jax.per.prioritized_replay` with flashbax's prioritised flat buffer
+(``flashbax.make_prioritised_flat_buffer``, optional: ``pip install "flashbax==0.1.3"``) on the
+same transitions (CartPole-sized: 4 floats per observation), both full, in two settings:
+
+- ``call``: one jitted call per step with the state donated (the Gymnasium host loop);
+- ``scan``: ``lax.scan`` over ``--scan-steps`` steps inside one jitted call (the JAX loop);
+- ``scan, vmap S seeds``: the same with ``S`` independent buffers under ``jax.vmap`` (the
+  figure is per step of all ``S`` buffers together).
+
+Both are jitted, warmed up, synchronised with ``block_until_ready``; each figure is the median
+over ``--repeats`` repeats. Prints a table; asserts nothing.
+
+    python benchmarks/replay.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dqn_jax import per
+from dqn_jax.replay import Transition
+
+try:
+    import flashbax
+except ImportError:  # optional: the table says so
+    flashbax = None
+
+OBS_DIM = 4
+BETA = 0.4
+
+Step = Callable[[Any, jax.Array], Any]
+
+
+def machine() -> dict:
+    """CPU model, core count, load, jax version and backend, as strings."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": model,
+        "cores": f"{os.cpu_count()} (usable by this process: {len(os.sched_getaffinity(0))})",
+        "load average (1, 5, 15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "jax": jax.__version__,
+        "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
+        "flashbax": version("flashbax") if flashbax else "not installed",
+    }
+
+
+def transitions(n: int, key: jax.Array) -> Transition:
+    """``n`` random CartPole-sized transitions."""
+    k_obs, k_rew = jax.random.split(key)
+    obs = jax.random.normal(k_obs, (n, OBS_DIM), jnp.float32)
+    return Transition(
+        obs=obs,
+        action=jnp.zeros((n,), jnp.int32),
+        reward=jax.random.uniform(k_rew, (n,), jnp.float32),
+        next_obs=obs + 1.0,
+        terminated=jnp.zeros((n,), jnp.float32),
+    )
+
+
+def ours(capacity: int, batch: int) -> tuple[Step, Any]:
+    """Step function and a full state for :func:`dqn_jax.per.prioritized_replay`."""
+    buffer = per.prioritized_replay(capacity, batch)
+    data = transitions(capacity, jax.random.key(1))
+    state = jax.jit(buffer.add)(buffer.init(jax.tree.map(lambda x: x[0], data)), data, None)
+
+    def step(state, key):
+        indices, batch_, weights = buffer.sample(state, key, BETA)
+        abs_td = jnp.abs(batch_.reward - batch_.obs[:, 0]) * weights
+        return buffer.update(state, indices, abs_td)
+
+    return step, state
+
+
+def theirs(capacity: int, batch: int) -> tuple[Step, Any]:
+    """Step function and a full state for flashbax's prioritised flat buffer."""
+    buffer = flashbax.make_prioritised_flat_buffer(
+        max_length=capacity, min_length=batch, sample_batch_size=batch, add_sequences=True
+    )
+    data = transitions(capacity, jax.random.key(1))
+    experience = {"obs": data.obs, "action": data.action, "reward": data.reward}
+    first = jax.tree.map(lambda x: x[0], experience)
+    state = jax.jit(buffer.add)(buffer.init(first), experience)
+
+    def step(state, key):
+        sample = buffer.sample(state, key)
+        first = sample.experience.first
+        abs_td = jnp.abs(first["reward"] - first["obs"][:, 0]) * sample.probabilities
+        return buffer.set_priorities(state, sample.indices, abs_td)
+
+    return step, state
+
+
+def per_call_us(step: Step, state: Any, keys: jax.Array, repeats: int) -> float:
+    """Median over ``repeats`` of the mean time of one donated jitted call, in microseconds."""
+    call = jax.jit(step, donate_argnums=0)
+    for key in keys[:3]:  # compile and warm up
+        state = call(state, key)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for key in keys:
+            state = call(state, key)
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - start) / len(keys))
+    return 1e6 * statistics.median(times)
+
+
+def per_scan_step_us(step: Step, state: Any, keys: jax.Array, repeats: int) -> float:
+    """Median over ``repeats`` of one ``lax.scan`` over ``keys`` (leading axis) per step, in us."""
+
+    def run(state, keys):
+        return jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
+
+    run = jax.jit(run, donate_argnums=0)
+    state = run(state, keys)  # compile and warm up
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = run(state, keys)
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - start) / len(keys))
+    return 1e6 * statistics.median(times)
+
+
+def replay_rows(args: argparse.Namespace) -> list[dict]:
+    """One row per (capacity, batch, setting): dqn_jax and flashbax microseconds and ratio."""
+    rows = []
+    for capacity in args.capacities:
+        for batch in args.batches:
+            keys = jax.random.split(jax.random.key(0), args.calls)
+            setups = {"dqn_jax": ours}
+            if flashbax is not None:
+                setups["flashbax"] = theirs
+            seeded = f"scan, vmap {args.seeds} seeds"
+            seed_keys = jax.random.split(jax.random.key(1), (args.scan_steps, args.seeds))
+            timed = {}
+            for name, setup in setups.items():
+                step, state = setup(capacity, batch)
+                timed[name, "call"] = per_call_us(step, state, keys, args.repeats)
+                step, state = setup(capacity, batch)
+                timed[name, "scan"] = per_scan_step_us(
+                    step, state, keys[: args.scan_steps], args.repeats
+                )
+                if args.seeds > 1:
+                    step, state = setup(capacity, batch)
+                    states = jax.tree.map(lambda x: jnp.stack([x] * args.seeds), state)
+                    timed[name, seeded] = per_scan_step_us(
+                        jax.vmap(step), states, seed_keys, args.repeats
+                    )
+                    del states
+                del state
+            settings = ("call", "scan", seeded) if args.seeds > 1 else ("call", "scan")
+            for setting in settings:
+                mine = timed["dqn_jax", setting]
+                other = timed.get(("flashbax", setting))
+                rows.append(
+                    {
+                        "capacity": capacity,
+                        "batch": batch,
+                        "setting": setting,
+                        "dqn_jax_us": f"{mine:.1f}",
+                        "flashbax_us": f"{other:.1f}" if other else "flashbax not installed",
+                        "speedup": f"{other / mine:.1f}x" if other else "-",
+                    }
+                )
+    return rows
+
+
+def train_step_rows(args: argparse.Namespace) -> list[dict]:
+    """Full train step, uniform vs prioritized replay (to be filled in)."""
+    return []
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    """Print ``rows`` (dicts with the same keys) as an aligned text table."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print(f"\n{title}")
+    print("  ".join(c.rjust(widths[c]) for c in cols))
+    for row in rows:
+        print("  ".join(str(row[c]).rjust(widths[c]) for c in cols))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and calls")
+    parser.add_argument("--capacities", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeats", type=int, default=7, help="repeats per figure (median)")
+    parser.add_argument("--calls", type=int, default=200, help="calls per repeat (call setting)")
+    parser.add_argument("--scan-steps", type=int, default=200, help="steps per scan")
+    parser.add_argument(
+        "--seeds", type=int, default=8, help="buffers vmapped in the last setting (1: skip it)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.calls, args.scan_steps = 3, 50, 50
+    args.scan_steps = min(args.scan_steps, args.calls)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print("command: " + shlex.join([sys.executable, *sys.argv]))
+    for key, value in machine().items():
+        print(f"{key}: {value}")
+    print(f"settings: repeats={args.repeats} calls={args.calls} scan_steps={args.scan_steps}")
+    print_table("sample + update priorities, microseconds per step (median)", replay_rows(args))
+    print_table("train step, uniform vs prioritized", train_step_rows(args))
+
+
+if __name__ == "__main__":
+    main()
