@@ -1,4 +1,5 @@
-"""Command line: ``dqn-jax train ...`` (the default command), ``dqn-jax presets``.
+"""Command line: ``dqn-jax train ...`` (the default command), ``dqn-jax eval RUN_DIR``,
+``dqn-jax presets``.
 
 Every :class:`~dqn_jax.config.Config` field is a flag of ``train`` (``--lr 3e-4``,
 ``--hidden-sizes 128 128``); ``--preset NAME`` picks the defaults the flags override.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
 
-COMMANDS = ("train", "presets")
+COMMANDS = ("train", "eval", "presets")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -26,11 +27,32 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; plain lines")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its latest checkpoint (config flags default to its config)",
+    )
+    p.add_argument("--force", action="store_true", help="resume even if the config changed")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="save a checkpoint every K chunks (0 = only at the end; default 5)",
+    )
+    p.add_argument(
+        "--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard (tensorboardX)"
+    )
     return p
 
 
-def parse_train_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
-    """``(config, host_options)`` from ``dqn-jax train`` arguments."""
+def parse_train_args(
+    argv: list[str], base: Config | None = None
+) -> tuple[Config, argparse.Namespace]:
+    """``(config, host_options)`` from ``dqn-jax train`` arguments. The flags override ``base``
+    (a resumed run's config) unless ``--preset`` is given, else the preset."""
     import tyro
 
     host = _train_parser()
@@ -38,8 +60,9 @@ def parse_train_args(argv: list[str]) -> tuple[Config, argparse.Namespace]:
     if "-h" in rest or "--help" in rest:
         host.print_help()
         print("\nConfig flags (override the preset):")
+    preset_given = any(a == "--preset" or a.startswith("--preset=") for a in argv)
     try:
-        default = from_preset(options.preset)
+        default = base if base is not None and not preset_given else from_preset(options.preset)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     try:
@@ -61,22 +84,77 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.env}-{config.variant}-{stamp}"
 
 
-def cmd_train(argv: list[str]) -> int:
-    config, options = parse_train_args(argv)
-    from dqn_jax.run import NonFiniteError
+def _resume_dir(argv: list[str]) -> Path | None:
+    known, _ = _train_parser().parse_known_args(argv)
+    return known.resume
 
+
+def cmd_train(argv: list[str]) -> int:
+    """``dqn-jax train [--resume RUN_DIR [--force]] [flags]``."""
+    from dqn_jax.run import ConfigMismatchError, NonFiniteError, TrainingInterrupted, load_config
+
+    resume = _resume_dir(argv)
+    config, options = parse_train_args(argv, load_config(resume) if resume else None)
+    if resume and options.out and options.out.resolve() != resume.resolve():
+        raise SystemExit(f"error: --out {options.out} differs from --resume {resume}")
+    host_options = dict(progress=not options.no_progress)
     if config.backend == "gymnasium":
         from dqn_jax.gym_backend import train
+
+        if resume or options.tensorboard or options.checkpoint_every is not None:
+            raise SystemExit(
+                "error: --resume, --checkpoint-every and --tensorboard are supported on the JAX "
+                "backend only (gymnasium environments' state cannot be checkpointed)"
+            )
     else:
         from dqn_jax.run import train
 
-    run_dir = options.out or default_run_dir(config)
+        host_options.update(
+            resume=resume is not None, force=options.force, tensorboard=options.tensorboard
+        )
+        if options.checkpoint_every is not None:
+            if options.checkpoint_every < 0:
+                raise SystemExit("error: --checkpoint-every must be >= 0")
+            host_options["checkpoint_every"] = options.checkpoint_every
+
+    run_dir = resume or options.out or default_run_dir(config)
     print(f"run directory: {run_dir}")
     try:
-        train(config, run_dir, progress=not options.no_progress)
-    except NonFiniteError as err:
+        train(config, run_dir, **host_options)
+    except (NonFiniteError, ConfigMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(
+            "aborted (second Ctrl-C): the last saved checkpoint, if any, is kept", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    """``dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]``."""
+    p = argparse.ArgumentParser(
+        prog="dqn-jax eval",
+        description="Greedy evaluation of a run's saved parameters, per seed; writes "
+        "RUN_DIR/eval_<step>.json.",
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--episodes", type=int, default=None, help="per seed (default: the run's)")
+    p.add_argument(
+        "--checkpoint", type=int, default=None, metavar="STEP", help="env step (default: latest)"
+    )
+    args = p.parse_args(argv)
+    if args.episodes is not None and args.episodes < 1:
+        raise SystemExit("error: --episodes must be >= 1")
+    from dqn_jax.run import evaluate_checkpoint, load_config
+
+    if load_config(args.run_dir).backend != "jax":
+        raise SystemExit("error: dqn-jax eval supports runs of the JAX backend only")
+    evaluate_checkpoint(args.run_dir, args.episodes, args.checkpoint)
     return 0
 
 
@@ -110,11 +188,25 @@ def use_cpu_cores(argv: list[str]) -> None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default="default")
     pre.add_argument("--num-seeds", type=int, default=None)
-    known, _ = pre.parse_known_args(argv)
+    pre.add_argument("--resume", type=Path, default=None)
+    known, rest = pre.parse_known_args(argv)
+    saved = known.resume or (Path(rest[1]) if rest[:1] == ["eval"] and len(rest) > 1 else None)
     num_seeds = known.num_seeds or PRESETS.get(known.preset, {}).get("num_seeds", 1)
+    if saved is not None and known.num_seeds is None:
+        num_seeds = _saved_num_seeds(saved) or num_seeds
     n = cpu_devices_for(max(num_seeds, 1))
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def _saved_num_seeds(run_dir: Path) -> int | None:
+    """``num_seeds`` of the run in ``run_dir`` (read without starting JAX), if readable."""
+    import json
+
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["num_seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: dqn-jax [train|presets] [flags]   (no command = train)\n")
+        print("usage: dqn-jax [train|eval|presets] [flags]   (no command = train)\n")
         print("  train    train an agent (dqn-jax train --help for every flag)")
+        print("           --resume RUN_DIR continues a run from its latest checkpoint")
+        print("  eval     dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]")
         print("  presets  list the named presets")
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    return {"train": cmd_train, "presets": cmd_presets}[command](argv)
+    return {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}[command](argv)
 
 
 if __name__ == "__main__":

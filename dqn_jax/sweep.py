@@ -1,0 +1,121 @@
+"""Sweeps: a grid of hyperparameter values x seeds as one compiled program, and its statistics.
+
+``--sweep lr=1e-4,3e-4,1e-3 --sweep gamma=0.99,0.995 --num-seeds 16`` is 6 grid points x 16
+seeds = 96 runs, vmapped (and sharded over devices) in one compile: the swept values are traced
+per run (see :data:`dqn_jax.loop.SWEEPABLE`). Every grid point uses the same seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dqn_jax.config import Config, ConfigError
+
+# Score at which a task counts as solved (fraction of seeds solved in the tables).
+SOLVED_AT = {
+    "CartPole-v1": 475.0,
+    "CartPole-v0": 195.0,
+    "Acrobot-v1": -100.0,
+    "MountainCar-v0": -110.0,
+}
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``["lr=1e-4,3e-4", "gamma=0.99"]`` -> ``{"lr": (1e-4, 3e-4), "gamma": (0.99,)}``."""
+    from dqn_jax.loop import SWEEPABLE
+
+    grid: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ConfigError(f"--sweep {item!r}: expected NAME=V1,V2,...")
+        if name not in SWEEPABLE:
+            raise ConfigError(f"--sweep {name}: not sweepable; sweepable: {', '.join(SWEEPABLE)}")
+        try:
+            grid[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise ConfigError(f"--sweep {item!r}: values must be numbers") from None
+    return grid
+
+
+def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """Every combination of the grid's values, first name slowest."""
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def expand(config: Config, grid: Mapping[str, Sequence[float]]):
+    """``(run_config, table, points)`` for a sweep of ``grid`` x ``config.num_seeds`` seeds.
+
+    ``run_config`` has ``num_seeds = points * seeds`` (one entry per run); ``table`` maps each
+    swept name to ``f32[runs]``; each point is validated as a config of its own, so a bad value
+    fails with the usual message before anything compiles.
+    """
+    points = grid_points(grid)
+    for point in points:
+        config.replace(**{k: _as_field(config, k, v) for k, v in point.items()})
+    seeds = config.num_seeds
+    table = {name: np.repeat([p[name] for p in points], seeds).astype(np.float32) for name in grid}
+    return config.replace(num_seeds=len(points) * seeds), table, points
+
+
+def _as_field(config: Config, name: str, value: float):
+    return int(value) if isinstance(getattr(config, name), int) else value
+
+
+def run_sweep(
+    config: Config,
+    grid: Mapping[str, Sequence[float]],
+    run_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    echo=print,
+    devices=None,
+):
+    """Run the sweep; returns ``(result, rows)`` where ``rows`` holds one aggregate per point.
+
+    Writes the usual run directory (``seed`` in ``episodes.csv`` is the run index) plus
+    ``sweep.json`` (points, seeds, per-run final evals) and ``sweep_table.txt``.
+    """
+    from dqn_jax import stats
+    from dqn_jax.loop import make_train
+    from dqn_jax.run import train
+
+    seeds = config.num_seeds
+    run_config, table, points = expand(config, grid)
+    trainer = make_train(run_config, sweep_table=table, seeds_per_point=seeds)
+    result = train(
+        run_config, run_dir, trainer=trainer, progress=progress, echo=echo, devices=devices
+    )
+    finals = result.eval_returns.mean(axis=1).reshape(len(points), seeds)
+    threshold = SOLVED_AT.get(config.env)
+    rows = {}
+    for point, scores in zip(points, finals, strict=True):
+        label = ", ".join(f"{k}={v:g}" for k, v in point.items())
+        rows[label] = stats.aggregate(scores, threshold=threshold)
+    text = stats.format_table(rows)
+    echo(text)
+    if run_dir is not None:
+        out = Path(run_dir)
+        (out / "sweep_table.txt").write_text(text + "\n")
+        (out / "sweep.json").write_text(
+            json.dumps(
+                {
+                    "grid": {k: list(v) for k, v in grid.items()},
+                    "points": points,
+                    "seeds": list(range(config.seed, config.seed + seeds)),
+                    "run_index": "point * seeds + seed_offset",
+                    "final_eval_return": finals.tolist(),
+                    "solved_at": threshold,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return result, rows

@@ -1,0 +1,166 @@
+"""Checkpoints: exact resume, Ctrl-C, keeping the last few, eval of a saved run, logging."""
+
+import json
+import signal
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from dqn_jax import checkpoint as ckpt
+from dqn_jax.cli import main
+from dqn_jax.config import Config
+from dqn_jax.run import TrainingInterrupted, evaluate_checkpoint, train
+
+TINY = Config(
+    env="CartPole-v1",
+    variant="ddqn",
+    num_seeds=2,
+    total_steps=2_000,
+    num_envs=2,
+    train_every=2,
+    learning_starts=200,
+    batch_size=32,
+    buffer_size=1_000,
+    num_chunks=4,
+    eval_episodes=2,
+    hidden_sizes=(16,),
+    target_period=100,
+)
+QUIET = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Every run here compiles the same programs: a persistent cache compiles them once."""
+    from jax._src import compilation_cache as cc
+
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    before = {n: getattr(jax.config, n) for n in names}
+    values = (str(tmp_path_factory.getbasetemp() / "jit-cache"), 0.0, 0)
+    for name, value in zip(names, values, strict=True):
+        jax.config.update(name, value)
+    cc.reset_cache()
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    cc.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    return run_dir, train(TINY, run_dir, **QUIET)
+
+
+def assert_same_state(a, b):
+    for (path, x), y in zip(
+        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def assert_same_files(dir_a, dir_b):
+    for name in ("episodes.csv", "evals.csv"):
+        assert (dir_a / name).read_bytes() == (dir_b / name).read_bytes(), name
+
+    def records(d):  # wall times differ, nothing else may
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
+
+    assert records(dir_a) == records(dir_b)
+
+
+def test_stop_and_resume_is_bit_identical(uninterrupted, tmp_path):
+    full_dir, full = uninterrupted
+    first = train(TINY, tmp_path, stop_after_chunks=2, **QUIET)
+    assert first.summary == {"stopped_after_chunk": 2, "env_step": 1_000}
+    assert ckpt.saved_steps(tmp_path) == [500, 1_000]
+    resumed = train(TINY, tmp_path, resume=True, **QUIET)
+    # every leaf: params, target params, optimizer state, replay, env state, keys, counters
+    assert_same_state(full.state, resumed.state)
+    assert_same_files(full_dir, tmp_path)
+    np.testing.assert_array_equal(full.eval_returns, resumed.eval_returns)
+    # the last 3 checkpoints are kept, the final one included
+    assert ckpt.saved_steps(tmp_path) == ckpt.saved_steps(full_dir) == [1_000, 1_500, 2_000]
+
+
+def test_ctrl_c_saves_at_the_chunk_boundary_and_resume_finishes_the_run(uninterrupted, tmp_path):
+    full_dir, full = uninterrupted
+
+    def press_ctrl_c_after_chunk_3(line):
+        if line.startswith("chunk   3/4"):
+            signal.raise_signal(signal.SIGINT)
+
+    options = {**QUIET, "echo": press_ctrl_c_after_chunk_3, "checkpoint_every": 0}
+    with pytest.raises(TrainingInterrupted, match=r"after chunk 3.*--resume"):
+        train(TINY, tmp_path, **options)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert ckpt.saved_steps(tmp_path) == [1_500]
+    resumed = train(TINY, tmp_path, resume=True, **QUIET)
+    assert_same_state(full.state, resumed.state)
+    assert_same_files(full_dir, tmp_path)
+
+
+def test_eval_of_the_final_checkpoint_matches_the_run_and_writes_json(uninterrupted, capsys):
+    run_dir, full = uninterrupted
+    result = evaluate_checkpoint(run_dir, echo=lambda s: None)
+    assert result["step"] == 2_000
+    np.testing.assert_array_equal(np.asarray(result["returns"]), full.eval_returns)
+    assert json.loads((run_dir / "eval_2000.json").read_text()) == result
+    # the CLI, an older checkpoint, another episode count
+    assert main(["eval", str(run_dir), "--checkpoint", "1500", "--episodes", "3"]) == 0
+    saved = json.loads((run_dir / "eval_1500.json").read_text())
+    assert saved["step"] == 1_500 and np.asarray(saved["returns"]).shape == (2, 3)
+    assert "seed 1: mean" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no checkpoint 700 .*saved: 1000, 1500, 2000"):
+        evaluate_checkpoint(run_dir, step=700, echo=lambda s: None)
+
+
+def test_console_and_jsonl_report_each_chunk(uninterrupted):
+    run_dir, _ = uninterrupted
+    lines = []
+    train(TINY, progress=False, echo=lines.append)
+    chunk_lines = [ln for ln in lines if ln.startswith("chunk")]
+    assert len(chunk_lines) == 4
+    assert all(" steps/s | ETA " in ln for ln in chunk_lines)
+    assert chunk_lines[-1].endswith("ETA 0:00:00")
+    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_step"] for r in records] == [500, 1_000, 1_500, 2_000]
+    for r in records:
+        assert len(r["loss"]) == len(r["q_mean"]) == len(r["episodes"]) == 2
+    assert np.isfinite(records[-1]["loss"]).all() and sum(records[-1]["episodes"]) > 0
+
+
+def test_tensorboard_logs_through_tensorboardx(monkeypatch, tmp_path):
+    scalars = []
+
+    class FakeWriter:
+        def __init__(self, logdir):
+            self.logdir = logdir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            scalars.append("closed")
+
+    monkeypatch.setitem(
+        sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=FakeWriter)
+    )
+    train(TINY, tmp_path, tensorboard=True, **QUIET)
+    assert any(tag == "loss/seed_1" and step == 500 for tag, _, step in scalars[:-1])
+    assert {s[0] for s in scalars[:-1]} >= {"loss/mean", "q_mean/mean", "return_mean/mean"}
+    assert scalars[-1] == "closed"
+
+
+def test_tensorboard_without_tensorboardx_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(SystemExit, match=r"pip install 'dqn-jax\[tensorboard\]'"):
+        train(TINY, tmp_path, tensorboard=True, **QUIET)
