@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
 
-COMMANDS = ("train", "eval", "presets")
+COMMANDS = ("train", "sweep", "eval", "plot", "presets")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -135,6 +135,49 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+def cmd_sweep(argv: list[str]) -> int:
+    """``dqn-jax sweep --sweep NAME=V1,V2,... [--sweep ...] [train flags]``."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...")
+    known, rest = p.parse_known_args(argv)
+    if not known.sweep and not ({"-h", "--help"} & set(rest)):
+        raise SystemExit("error: dqn-jax sweep needs at least one --sweep NAME=V1,V2,...")
+    from dqn_jax.loop import SWEEPABLE
+    from dqn_jax.sweep import parse_sweep, run_sweep
+
+    if {"-h", "--help"} & set(rest):
+        print("usage: dqn-jax sweep --sweep NAME=V1,V2,... [--sweep ...] [train flags]")
+        print(f"sweepable: {', '.join(SWEEPABLE)}; every grid point runs --num-seeds seeds\n")
+    config, options = parse_train_args(rest)
+    try:
+        grid = parse_sweep(known.sweep)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    if config.backend != "jax":
+        raise SystemExit("error: sweeps run on the JAX backend only")
+    run_dir = options.out or default_run_dir(config).with_name(
+        default_run_dir(config).name + "-sweep"
+    )
+    print(f"run directory: {run_dir}")
+    run_sweep(config, grid, run_dir, progress=not options.no_progress)
+    from dqn_jax.plots import replot
+
+    replot(run_dir)
+    return 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    """``dqn-jax plot RUN_DIR``: redraw a run's figures from its saved CSV files."""
+    p = argparse.ArgumentParser(prog="dqn-jax plot", description=cmd_plot.__doc__)
+    p.add_argument("run_dir", type=Path)
+    args = p.parse_args(argv)
+    from dqn_jax.plots import replot
+
+    for path in replot(args.run_dir):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_eval(argv: list[str]) -> int:
     """``dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]``."""
     p = argparse.ArgumentParser(
@@ -189,11 +232,14 @@ def use_cpu_cores(argv: list[str]) -> None:
     pre.add_argument("--preset", default="default")
     pre.add_argument("--num-seeds", type=int, default=None)
     pre.add_argument("--resume", type=Path, default=None)
+    pre.add_argument("--sweep", action="append", default=[])
     known, rest = pre.parse_known_args(argv)
     saved = known.resume or (Path(rest[1]) if rest[:1] == ["eval"] and len(rest) > 1 else None)
     num_seeds = known.num_seeds or PRESETS.get(known.preset, {}).get("num_seeds", 1)
     if saved is not None and known.num_seeds is None:
         num_seeds = _saved_num_seeds(saved) or num_seeds
+    for item in known.sweep:  # a sweep runs every grid point x num_seeds
+        num_seeds *= max(len(item.partition("=")[2].split(",")), 1)
     n = cpu_devices_for(max(num_seeds, 1))
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
@@ -214,14 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: dqn-jax [train|eval|presets] [flags]   (no command = train)\n")
+        print("usage: dqn-jax [train|sweep|eval|plot|presets] [flags]   (no command = train)\n")
         print("  train    train an agent (dqn-jax train --help for every flag)")
         print("           --resume RUN_DIR continues a run from its latest checkpoint")
+        print("  sweep    dqn-jax sweep --sweep lr=1e-4,1e-3 [--sweep ...] [train flags]")
         print("  eval     dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]")
+        print("  plot     dqn-jax plot RUN_DIR: redraw the figures from the saved CSV files")
         print("  presets  list the named presets")
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    return {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}[command](argv)
+    handlers = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "plot": cmd_plot}
+    return {**handlers, "presets": cmd_presets}[command](argv)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,37 @@ def plot_learning_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def read_episodes(run_dir: Path, num_runs: int) -> list[np.ndarray]:
+    """Per run, ``[n, 3]`` (env_step, length, return) from ``run_dir/episodes.csv``."""
+    rows = np.loadtxt(Path(run_dir) / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
+    rows = rows.reshape(-1, 5)
+    return [rows[rows[:, 0] == run][:, 2:5] for run in range(num_runs)]
+
+
+def replot(run_dir: str | Path) -> list[Path]:
+    """Redraw a run directory's figures from its CSV/JSON files, without rerunning anything:
+    ``episodes.png`` always, ``curves.png`` (IQM learning curves per grid point) for a sweep.
+    Returns the paths written."""
+    import json
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    episodes = read_episodes(run_dir, config["num_seeds"])
+    paths = [run_dir / "episodes.png"]
+    plot_episodes(episodes, paths[0], f"{config['env']} - {config['variant']}")
+    sweep_file = run_dir / "sweep.json"
+    if sweep_file.exists():
+        sweep = json.loads(sweep_file.read_text())
+        seeds = len(sweep["seeds"])
+        curves = {}
+        for p, point in enumerate(sweep["points"]):
+            label = ", ".join(f"{k}={v:g}" for k, v in point.items())
+            runs = episodes[p * seeds : (p + 1) * seeds]
+            curves[label] = np.stack([binned_returns(e, config["total_steps"]) for e in runs])
+        x = np.linspace(0, config["total_steps"], 51)[1:]
+        paths.append(run_dir / "curves.png")
+        title = f"{config['env']} - {config['variant']}: sweep"
+        plot_learning_curves(curves, x, paths[-1], title, "training return")
+    return paths
