@@ -109,6 +109,9 @@ class Config:
     per_priority_on_insert: PriorityRule = "max"
     """Prioritized replay: max (PER paper: max priority so far) | td (notebook: own |td|)."""
 
+    probe_states: int = 0
+    """Q-value traces (the notebook's "Q values sampling"): this many fixed states, taken along
+    a random-policy trajectory at the start, whose Q-values are recorded every iteration."""
     eval_episodes: int = 10
     """Greedy episodes per seed at the end (and every ``eval_every_chunks``); 0 = none."""
     eval_every_chunks: int = 0
@@ -210,7 +213,7 @@ def validate(c: Config) -> None:
         _at_least(name, getattr(c, name), 1)
     for name in ("batch_size", "train_every", "target_period", "eps_duration"):
         _at_least(name, getattr(c, name), 1)
-    for name in ("seed", "learning_starts", "prefill_episodes", "eval_episodes"):
+    for name in ("seed", "learning_starts", "prefill_episodes", "eval_episodes", "probe_states"):
         _at_least(name, getattr(c, name), 0)
     _at_least("eval_every_chunks", c.eval_every_chunks, 0)
     if c.batch_size > c.buffer_size:

@@ -45,6 +45,7 @@ class TrainState(NamedTuple):
     ep_length: jax.Array  # i32[num_envs]
     key: jax.Array
     hyper: dict  # swept hyperparameters of this run: name -> f32[] (empty without a sweep)
+    probes: jax.Array  # f32[probe_states, *obs_shape]: fixed states whose Q-values are traced
 
 
 class ChunkOutput(NamedTuple):
@@ -55,6 +56,7 @@ class ChunkOutput(NamedTuple):
     ep_return: jax.Array
     loss: jax.Array  # f32[iters], mean over the iteration's updates (0 before learning)
     q_mean: jax.Array  # f32[iters]
+    q_probe: jax.Array  # f32[iters, probe_states, num_actions]: Q of the probe states
 
 
 class Trainer(NamedTuple):
@@ -177,6 +179,7 @@ def make_train(
             dummy_obs[0], jnp.int32(0), jnp.float32(0), dummy_obs[0], jnp.float32(0)
         )
         obs, env_state = envs.reset(config.env, k_env, n_envs)
+        probes = probe_states(jax.random.fold_in(k_env, 1))
         return TrainState(
             learner,
             replay.init(example),
@@ -186,7 +189,28 @@ def make_train(
             jnp.zeros((n_envs,), jnp.int32),
             k_run,
             hyper,
+            probes,
         )
+
+    def probe_states(key: jax.Array) -> jax.Array:
+        """``probe_states`` observations evenly spaced along one random-policy rollout of the
+        environment's step limit (episodes restart where they end), as in the notebook."""
+        k = config.probe_states
+        if k == 0:
+            return jnp.zeros((0, *spec.obs_shape), jnp.float32)
+        k_reset, k_steps = jax.random.split(key)
+        obs, env_state = envs.reset(config.env, k_reset, 1)
+
+        def step(carry, key):
+            obs, env_state = carry
+            k_act, k_env = jax.random.split(key)
+            action = jax.random.randint(k_act, (1,), 0, spec.num_actions)
+            out = envs.step(config.env, k_env, env_state, action)
+            return (out.next_obs, out.env_state), obs[0]
+
+        horizon = max(spec.max_episode_steps, k)
+        _, trajectory = jax.lax.scan(step, (obs, env_state), jax.random.split(k_steps, horizon))
+        return trajectory[jnp.linspace(0, horizon - 1, k).astype(jnp.int32)]
 
     def insert_priority_td(state: TrainState, transitions: Transition):
         if not uses_td_on_insert:
@@ -275,7 +299,12 @@ def make_train(
                 state = state._replace(learner=learner)
         else:
             metrics = zero
-        return state, ChunkOutput(ep_len, ep_ret, metrics.loss, metrics.q_mean)
+        q_probe = (
+            apply_fn(state.learner.params, state.probes)
+            if config.probe_states
+            else (jnp.zeros((0, spec.num_actions), jnp.float32))
+        )
+        return state, ChunkOutput(ep_len, ep_ret, metrics.loss, metrics.q_mean, q_probe)
 
     def run_chunk(state: TrainState, start_iteration, num_iterations: int):
         """Run iterations ``start_iteration .. start_iteration + num_iterations - 1``."""

@@ -123,7 +123,8 @@ def read_episodes(run_dir: Path, num_runs: int) -> list[np.ndarray]:
 
 def replot(run_dir: str | Path) -> list[Path]:
     """Redraw a run directory's figures from its CSV/JSON files, without rerunning anything:
-    ``episodes.png`` always, ``curves.png`` (IQM learning curves per grid point) for a sweep.
+    ``episodes.png`` always, ``q_probes.png`` if Q-values were traced, ``curves.png`` (IQM
+    learning curves per grid point) for a sweep.
     Returns the paths written."""
     import json
 
@@ -132,6 +133,9 @@ def replot(run_dir: str | Path) -> list[Path]:
     episodes = read_episodes(run_dir, config["num_seeds"])
     paths = [run_dir / "episodes.png"]
     plot_episodes(episodes, paths[0], f"{config['env']} - {config['variant']}")
+    if (run_dir / "q_probes.csv").exists():
+        paths.append(run_dir / "q_probes.png")
+        plot_q_probes(run_dir / "q_probes.csv", paths[-1], f"{config['env']}: Q-values")
     sweep_file = run_dir / "sweep.json"
     if sweep_file.exists():
         sweep = json.loads(sweep_file.read_text())
@@ -146,3 +150,35 @@ def replot(run_dir: str | Path) -> list[Path]:
         title = f"{config['env']} - {config['variant']}: sweep"
         plot_learning_curves(curves, x, paths[-1], title, "training return")
     return paths
+
+
+def plot_q_probes(csv_path: Path, path: Path, title: str) -> None:
+    """The notebook's "Q samples": ``max_a Q(s, a)`` of each probe state over training, one line
+    per probe for seed 0 (thin lines: the other seeds), from ``q_probes.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 5)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for seed in np.unique(rows[:, 0]).astype(int):
+        for probe in np.unique(rows[:, 2]).astype(int):
+            sel = rows[(rows[:, 0] == seed) & (rows[:, 2] == probe)]
+            steps = np.unique(sel[:, 1])
+            best = [sel[sel[:, 1] == s][:, 4].max() for s in steps]
+            ax.plot(
+                steps,
+                best,
+                color=colors[probe % len(colors)],
+                lw=1.6 if seed == 0 else 0.4,
+                alpha=1.0 if seed == 0 else 0.35,
+                label=f"state {probe + 1}" if seed == 0 else None,
+            )
+    ax.set(title=title, xlabel="env steps per seed", ylabel="max_a Q(s, a)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8, title="seed 0 (thin: other seeds)", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

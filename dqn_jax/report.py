@@ -111,3 +111,42 @@ def window_line(
         f"{lengths.mean():7.2f} [{int(lengths.min())}, {int(lengths.max())}] | return mean "
         f"{returns.mean():8.2f} | loss {loss:.4g} | {seconds:.2f}s"
     )
+
+
+PROBE_FIELDS = ("seed", "env_step", "probe", "action", "q")
+
+
+def probe_rows(
+    q_probe: np.ndarray, first_iteration: int, env_steps_per_iteration: int, points: int = 10
+) -> list[tuple]:
+    """About ``points`` evenly spaced samples of a chunk's Q-value traces as CSV rows
+    (seed, env_step, probe, action, q). ``q_probe``: ``[seeds, iters, probes, actions]``, the
+    Q-values after each iteration."""
+    seeds, iters, probes, actions = q_probe.shape
+    rows = []
+    for i in range(iters - 1, -1, -max(1, iters // points))[::-1]:
+        env_step = (first_iteration + i + 1) * env_steps_per_iteration
+        for s, p, a in np.ndindex(seeds, probes, actions):
+            rows.append((s, env_step, p, a, float(q_probe[s, i, p, a])))
+    return rows
+
+
+def append_csv(path: Path, rows: list[tuple], header: tuple[str, ...]) -> None:
+    """Append ``rows`` to the CSV at ``path``, writing ``header`` first if the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerows(rows)
+
+
+def truncate_csv_after(path: Path, column: int, last: float) -> None:
+    """Drop the rows of the CSV at ``path`` whose ``column`` exceeds ``last`` (for resumes)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if float(r[column]) <= last]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)

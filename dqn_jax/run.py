@@ -315,6 +315,7 @@ def _start(out: Path | None, compiled: Compiled, config: Config):
     log = report.EpisodeLog(out / "episodes.csv" if out else None, config.num_seeds)
     if out is not None:
         (out / "metrics.jsonl").write_text("")
+        (out / "q_probes.csv").unlink(missing_ok=True)
     return state, log, [], 0
 
 
@@ -338,6 +339,7 @@ def _resume(out: Path, trainer: Trainer, compiled: Compiled, bounds: list[int], 
     episodes = [np.asarray(e, np.float64).reshape(-1, 3) for e in host["episodes"]]
     log = _rebuild_episode_log(out / "episodes.csv", episodes, bounds[: done + 1])
     _truncate_metrics(out / "metrics.jsonl", done)
+    report.truncate_csv_after(out / "q_probes.csv", 1, restored.step)
     evals = [(step, np.asarray(r, np.float32)) for step, r in host["evals"]]
     echo(f"resumed from {ckpt.checkpoint_dir(out) / str(restored.step)} (chunk {done})")
     return restored.state, log, evals, done
@@ -440,6 +442,11 @@ def train(
                 outputs.ep_length, outputs.ep_return, first_vstep, config.num_envs
             )
             log.append(window)
+            if out is not None and config.probe_states:
+                rows = report.probe_rows(
+                    outputs.q_probe, iteration - n, config.env_steps_per_iteration
+                )
+                report.append_csv(out / "q_probes.csv", rows, report.PROBE_FIELDS)
             periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
             evaluation = None
             if compiled.evaluate and periodic and chunk != len(sizes):
@@ -490,6 +497,11 @@ def train(
         from dqn_jax.plots import plot_episodes
 
         plot_episodes(episodes, out / "episodes.png", f"{config.env} - {config.variant}")
+        if config.probe_states:
+            from dqn_jax.plots import plot_q_probes
+
+            title = f"{config.env} - {config.variant}: Q-values of fixed states"
+            plot_q_probes(out / "q_probes.csv", out / "q_probes.png", title)
     echo(_final_line(summary))
     return RunResult(state, episodes, final_eval, summary)
 

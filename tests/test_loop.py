@@ -145,3 +145,18 @@ def test_ddqn_learns_cartpole():
     for eps in result.episodes:
         assert eps[-20:, 2].mean() > 100, eps[-20:, 2]
     assert result.eval_returns.mean() > 100
+
+
+def test_q_probes_trace_the_online_net_on_fixed_states(tmp_path):
+    config = Config(num_seeds=1, probe_states=3, **SMALL)
+    result = train(config, tmp_path / "run", progress=False, echo=lambda s: None)
+    trainer = make_train(config)
+    probes = np.asarray(result.state.probes[0])
+    assert probes.shape == (3, 4) and len(np.unique(probes, axis=0)) == 3
+    params = jax.tree.map(lambda x: x[0], result.state.learner.params)
+    final_q = np.asarray(trainer.apply_fn(params, probes))
+    rows = np.loadtxt(tmp_path / "run" / "q_probes.csv", delimiter=",", skiprows=1)
+    last = rows[rows[:, 1] == rows[:, 1].max()]
+    assert last.shape == (3 * 2, 5)  # 3 probes x 2 actions at the final env step
+    np.testing.assert_allclose(last[:, 4].reshape(3, 2), final_q, rtol=1e-5)
+    assert (tmp_path / "run" / "q_probes.png").stat().st_size > 10_000
