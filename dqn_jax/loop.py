@@ -45,7 +45,7 @@ class TrainState(NamedTuple):
     ep_length: jax.Array  # i32[num_envs]
     key: jax.Array
     hyper: dict  # swept hyperparameters of this run: name -> f32[] (empty without a sweep)
-    probes: jax.Array  # f32[probe_states, *obs_shape]: fixed states whose Q-values are traced
+    probes: jax.Array | None  # f32[probe_states, *obs_shape] whose Q-values are traced, or None
 
 
 class ChunkOutput(NamedTuple):
@@ -56,7 +56,7 @@ class ChunkOutput(NamedTuple):
     ep_return: jax.Array
     loss: jax.Array  # f32[iters], mean over the iteration's updates (0 before learning)
     q_mean: jax.Array  # f32[iters]
-    q_probe: jax.Array  # f32[iters, probe_states, num_actions]: Q of the probe states
+    q_probe: jax.Array | None  # f32[iters, probe_states, num_actions], or None without probes
 
 
 class Trainer(NamedTuple):
@@ -197,7 +197,7 @@ def make_train(
         environment's step limit (episodes restart where they end), as in the notebook."""
         k = config.probe_states
         if k == 0:
-            return jnp.zeros((0, *spec.obs_shape), jnp.float32)
+            return None  # not a zero-size array: checkpoints cannot hold those
         k_reset, k_steps = jax.random.split(key)
         obs, env_state = envs.reset(config.env, k_reset, 1)
 
@@ -299,11 +299,7 @@ def make_train(
                 state = state._replace(learner=learner)
         else:
             metrics = zero
-        q_probe = (
-            apply_fn(state.learner.params, state.probes)
-            if config.probe_states
-            else (jnp.zeros((0, spec.num_actions), jnp.float32))
-        )
+        q_probe = apply_fn(state.learner.params, state.probes) if config.probe_states else None
         return state, ChunkOutput(ep_len, ep_ret, metrics.loss, metrics.q_mean, q_probe)
 
     def run_chunk(state: TrainState, start_iteration, num_iterations: int):
