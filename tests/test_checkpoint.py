@@ -8,49 +8,16 @@ import types
 import jax
 import numpy as np
 import pytest
+from helpers import SMALL
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax.cli import main
 from dqn_jax.config import Config
 from dqn_jax.run import TrainingInterrupted, evaluate_checkpoint, train
 
-TINY = Config(
-    env="CartPole-v1",
-    variant="ddqn",
-    num_seeds=2,
-    total_steps=2_000,
-    num_envs=2,
-    train_every=2,
-    learning_starts=200,
-    batch_size=32,
-    buffer_size=1_000,
-    num_chunks=4,
-    eval_episodes=2,
-    hidden_sizes=(16,),
-    target_period=100,
-)
+TINY = Config(**{**SMALL, "num_chunks": 4}, num_seeds=2)
 QUIET = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Every run here compiles the same programs: a persistent cache compiles them once."""
-    from jax._src import compilation_cache as cc
-
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    before = {n: getattr(jax.config, n) for n in names}
-    values = (str(tmp_path_factory.getbasetemp() / "jit-cache"), 0.0, 0)
-    for name, value in zip(names, values, strict=True):
-        jax.config.update(name, value)
-    cc.reset_cache()
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")

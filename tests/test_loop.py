@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SMALL
 
 from dqn_jax.config import Config
 from dqn_jax.loop import make_train
@@ -68,22 +69,6 @@ def test_termination_is_stored_as_terminal():
     # the stored final observation is out of bounds (|x| > 2.4 or |theta| > 12 degrees)
     final = data.next_obs[ends]
     assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 12 * 2 * np.pi / 360))
-
-
-SMALL = dict(
-    env="CartPole-v1",
-    variant="ddqn",
-    total_steps=2_000,
-    num_envs=2,
-    train_every=2,
-    learning_starts=200,
-    batch_size=32,
-    buffer_size=1000,
-    num_chunks=2,
-    eval_episodes=2,
-    hidden_sizes=(16,),
-    target_period=100,
-)
 
 
 def leaves(state):
