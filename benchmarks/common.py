@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 
 
@@ -19,9 +21,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores | jax {jax.__version__} on {jax.default_backend()} "
-        f"({devices}) | python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} cores (load average {load}) | jax {jax.__version__} on "
+        f"{jax.default_backend()} ({devices}) | python {platform.python_version()}"
     )
 
 
@@ -38,6 +41,16 @@ def table(rows: list[dict], columns: list[str]) -> str:
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join([line, rule, *body])
+
+
+def child_rows(script: str, argsets: list[list[str]]):
+    """Run ``script`` once per argument list, each in a fresh process (so each can pick its own
+    XLA device count), and yield the JSON object each prints on its last line."""
+    for extra in argsets:
+        out = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{script} {' '.join(extra)} failed:\n{out.stderr}")
+        yield json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def header(title: str) -> str:

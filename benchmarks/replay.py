@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -32,6 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from dqn_jax import per
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import header  # noqa: E402
+
 from dqn_jax.replay import Transition
 
 try:
@@ -43,24 +45,6 @@ OBS_DIM = 4
 BETA = 0.4
 
 Step = Callable[[Any, jax.Array], Any]
-
-
-def machine() -> dict:
-    """CPU model, core count, load, jax version and backend, as strings."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": model,
-        "cores": f"{os.cpu_count()} (usable by this process: {len(os.sched_getaffinity(0))})",
-        "load average (1, 5, 15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "jax": jax.__version__,
-        "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
-        "flashbax": version("flashbax") if flashbax else "not installed",
-    }
 
 
 def transitions(n: int, key: jax.Array) -> Transition:
@@ -263,9 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    print("command: " + shlex.join([sys.executable, *sys.argv]))
-    for key, value in machine().items():
-        print(f"{key}: {value}")
+    print(header("Replay: sum tree vs flashbax; train step uniform vs prioritized"))
+    print(f"flashbax: {version('flashbax') if flashbax else 'not installed'}")
     print(f"settings: repeats={args.repeats} calls={args.calls} scan_steps={args.scan_steps}")
     print_table("sample + update priorities, microseconds per step (median)", replay_rows(args))
     print_table("train step, uniform vs prioritized", train_step_rows(args))

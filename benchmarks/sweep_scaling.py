@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,26 +46,18 @@ def main() -> None:
         print(json.dumps(one(args.preset, args.child, args.total_steps)))
         return
 
-    from common import header, table
+    from common import child_rows, header, table
 
     print(header(f"seed scaling, preset {args.preset}, {args.total_steps:,} env steps per seed"))
+    argsets = [
+        ["--preset", args.preset, "--child", str(n), "--total-steps", str(args.total_steps)]
+        for n in args.seeds
+    ]
     rows, base = [], None
-    for n in args.seeds:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--preset",
-            args.preset,
-            "--child",
-            str(n),
-            "--total-steps",
-            str(args.total_steps),
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode:
-            raise SystemExit(f"child failed:\n{out.stderr}")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        base = base or r["run_s"] / r["seeds"] * 1.0 if r["seeds"] == 1 else base
+    for r in child_rows(__file__, argsets):
+        n = r["seeds"]
+        if n == 1:
+            base = r["run_s"]
         rows.append(
             {
                 "seeds": n,

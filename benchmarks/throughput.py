@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,18 +56,14 @@ def main() -> None:
         print(json.dumps(one(args.preset, args.child, args.total_steps)))
         return
 
-    from common import header, table
+    from common import child_rows, header, table
 
     print(header(f"dqn-jax throughput, preset {args.preset}"))
+    extra = ["--total-steps", str(args.total_steps)] if args.total_steps else []
+    argsets = [["--preset", args.preset, "--child", str(n), *extra] for n in args.seeds]
     rows = []
-    for n in args.seeds:
-        cmd = [sys.executable, __file__, "--preset", args.preset, "--child", str(n)]
-        if args.total_steps:
-            cmd += ["--total-steps", str(args.total_steps)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode:
-            raise SystemExit(f"child failed:\n{out.stderr}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for row in child_rows(__file__, argsets):
+        rows.append(row)
         print(table(rows[-1:], list(rows[-1])), flush=True)
     print("\nall rows:")
     print(table(rows, list(rows[0])))
