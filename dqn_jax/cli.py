@@ -99,6 +99,11 @@ def cmd_train(argv: list[str]) -> int:
         raise SystemExit(f"error: --out {options.out} differs from --resume {resume}")
     host_options = dict(progress=not options.no_progress)
     if config.backend == "gymnasium":
+        import jax
+
+        # One small jitted call per env step: synchronous dispatch is faster there
+        # (measured 6.6k vs 5.0k env steps/s on CartPole).
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
         from dqn_jax.gym_backend import train
 
         if resume or options.tensorboard or options.checkpoint_every is not None:

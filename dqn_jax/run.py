@@ -234,7 +234,8 @@ def chunk_metrics(chunk: int, env_step: int, outputs, window, evaluation, second
     return record
 
 
-def _log_metrics(out: Path | None, tb, record: dict) -> None:
+def log_metrics(out: Path | None, tb, record: dict) -> None:
+    """Append ``record`` to ``metrics.jsonl`` (and its scalars to TensorBoard, if open)."""
     if out is not None:
         with (out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -415,7 +416,7 @@ def train(
             return "no checkpoint was saved"
         return f"last good checkpoint: {ckpt.checkpoint_dir(out) / str(last_saved)}"
 
-    bar = _progress_bar(config.total_steps, progress)
+    bar = progress_bar(config.total_steps, progress)
     bar.update(bounds[done])
     iteration = sum(sizes[:done])
     steps_per_iteration = config.env_steps_per_iteration * config.num_seeds
@@ -453,7 +454,7 @@ def train(
                 evaluation = _evaluate(compiled, state, config)
                 evals.append((env_step, evaluation))
             seconds = time.perf_counter() - chunk_start
-            _log_metrics(
+            log_metrics(
                 out, tb, chunk_metrics(chunk, env_step, outputs, window, evaluation, seconds)
             )
             loss = float(np.mean(outputs.loss[:, -1]))
@@ -492,7 +493,7 @@ def train(
     episodes = [log.seed_array(s) for s in range(config.num_seeds)]
     summary = _summary(config, compiled, run_s, episodes, final_eval)
     if out is not None:
-        _write_evals(out / "evals.csv", evals, config)
+        write_evals(out / "evals.csv", evals, config)
         report.write_json(out / "summary.json", summary)
         from dqn_jax.plots import plot_episodes
 
@@ -502,7 +503,7 @@ def train(
 
             title = f"{config.env} - {config.variant}: Q-values of fixed states"
             plot_q_probes(out / "q_probes.csv", out / "q_probes.png", title)
-    echo(_final_line(summary))
+    echo(final_line(summary))
     return RunResult(state, episodes, final_eval, summary)
 
 
@@ -554,13 +555,15 @@ def _evaluate(compiled: Compiled, state: TrainState, config: Config) -> np.ndarr
     return np.asarray(jax.device_get(returns))
 
 
-def _progress_bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over ``total`` env steps (disabled: a no-op bar)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, leave=False)
 
 
-def _write_evals(path: Path, evals: list[tuple[int, np.ndarray]], config: Config) -> None:
+def write_evals(path: Path, evals: list[tuple[int, np.ndarray]], config: Config) -> None:
+    """``evals.csv``: per evaluation point and seed, mean/min/max greedy return."""
     with path.open("w") as f:
         f.write("seed,env_step,mean_return,min_return,max_return\n")
         for env_step, returns in evals:
@@ -595,7 +598,8 @@ def _summary(config, compiled: Compiled, run_s, episodes, final_eval) -> dict:
     }
 
 
-def _final_line(summary: dict) -> str:
+def final_line(summary: dict) -> str:
+    """The console's last line: steps, speed, compile time, final eval per seed."""
     evals = summary["final_eval_return_per_seed"]
     ev = ", ".join(f"{x:.1f}" for x in evals) if evals else "none"
     return (
