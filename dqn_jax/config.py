@@ -328,30 +328,14 @@ PRESETS: dict[str, dict] = {
         init_scheme="notebook",
         gamma=0.99,
     ),
-    # CleanRL dqn_jax.py's default work on Gymnasium's CartPole-v1 (environment on the host).
-    "cleanrl-cartpole": dict(
-        env="CartPole-v1",
-        backend="gymnasium",
-        variant="dqn",
-        loss="squared",
-        total_steps=500_000,
-        num_envs=1,
-        train_every=10,
-        buffer_size=10_000,
-        batch_size=128,
-        learning_starts=10_000,
-        target_period=500,
-        tau=1.0,
-        optimizer="adam",
-        lr=2.5e-4,
-        exploration="linear",
-        eps_start=1.0,
-        eps_end=0.05,
-        eps_duration=250_000,
-        hidden_sizes=(120, 84),
-        gamma=0.99,
-        num_chunks=10,
-    ),
+}
+
+
+# CleanRL dqn_jax.py's default work: the same as PureJaxRL's but one environment, on the host.
+PRESETS["cleanrl-cartpole"] = {
+    **PRESETS["purejaxrl-cartpole"],
+    "num_envs": 1,
+    "backend": "gymnasium",
 }
 
 

@@ -37,6 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from common import header, table  # noqa: E402
 
+from dqn_jax.cli import use_cpu_cores  # noqa: E402
+
+# Before JAX starts: one XLA CPU device per core when the seeds divide evenly (as the CLI does).
+_seeds = argparse.ArgumentParser(add_help=False)
+_seeds.add_argument("--seeds", type=int, default=4)
+use_cpu_cores(["--num-seeds", str(_seeds.parse_known_args()[0].seeds)])
+
 from dqn_jax import losses, targets  # noqa: E402
 from dqn_jax.config import from_preset  # noqa: E402
 from dqn_jax.loop import make_train  # noqa: E402
