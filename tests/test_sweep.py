@@ -72,9 +72,10 @@ print(json.dumps({"devices": len(r.summary["devices"]), "params": flat.tolist(),
 """
 
 
-def run_on(devices: int) -> dict:
+def run_on(devices: int, **changes) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    small = {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}
+    fields = {**SMALL, **changes}
+    small = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     out = subprocess.run(
         [sys.executable, "-c", SHARDED_RUN, json.dumps(small)],
         env=env,
@@ -87,11 +88,19 @@ def run_on(devices: int) -> dict:
 
 def test_sharded_runs_match_across_device_counts():
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
-    # per-seed program on its share). XLA compiles a different per-device batch with different
-    # float rounding (measured: parameters differ by ~1e-7 after 100 updates), so the runs are
-    # compared to rounding, and their experience exactly over the first episodes.
-    runs = [run_on(n) for n in (1, 2, 4)]
+    # per-seed program on its share of the seeds). With the squared loss (the default preset's)
+    # the numbers are the same bit for bit.
+    runs = [run_on(n, loss="squared") for n in (1, 2, 4)]
     assert [r["devices"] for r in runs] == [1, 2, 4]
     for other in runs[1:]:
-        np.testing.assert_allclose(runs[0]["params"], other["params"], rtol=1e-4, atol=1e-5)
-        assert [e[:20] for e in runs[0]["episodes"]] == [e[:20] for e in other["episodes"]]
+        np.testing.assert_array_equal(runs[0]["params"], other["params"])
+        assert runs[0]["episodes"] == other["episodes"]
+
+
+def test_pseudo_huber_runs_agree_to_rounding_across_device_counts():
+    # Known limit: the pseudo-Huber gradient d / sqrt(1 + d^2) is compiled with different float
+    # rounding in a multi-device program (measured: 1 ulp after one update), so across device
+    # counts these runs agree to rounding, and their experience exactly over the first episodes.
+    one, four = run_on(1, loss="pseudo_huber"), run_on(4, loss="pseudo_huber")
+    np.testing.assert_allclose(one["params"], four["params"], rtol=1e-4, atol=1e-5)
+    assert [e[:20] for e in one["episodes"]] == [e[:20] for e in four["episodes"]]
