@@ -17,10 +17,11 @@ Rows:
 - ``CleanRL dqn_jax.py (issue)``: the issue's figures for CleanRL on this machine (105 s for
   500,000 steps, ~5,000 steps/s, return 500), not measured here.
 
-Each measured row runs in its own process. By default the child sets JAX's
-``jax_cpu_enable_async_dispatch`` to False before JAX starts (on the CPU a small program then
-runs on the calling thread instead of being handed to a worker thread: measured here ~1.3x
-faster for this loop); ``--async-dispatch`` keeps JAX's default.
+Each measured row runs in its own process. By default both children get the settings that
+``dqn-jax train`` gives the gymnasium backend, before JAX starts: ``jax_cpu_enable_async_dispatch``
+off (a small program runs on the calling thread: measured ~1.3x faster for this loop) and
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` (see
+``dqn_jax.cli.tune_for_host_loop``); ``--async-dispatch`` keeps JAX's defaults for both.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def baseline_row(total_steps: int) -> dict:
 
 def child(kind: str, steps: int | None, async_dispatch: bool) -> dict:
     """Set JAX up as requested, before it starts, then run one row."""
+    if not async_dispatch:  # the CLI's settings for the gymnasium backend, in both rows
+        from dqn_jax.cli import tune_for_host_loop
+
+        tune_for_host_loop(["--preset", PRESET])
     import jax
 
     if not async_dispatch:

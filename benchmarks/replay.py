@@ -5,12 +5,18 @@ Compares :func:`dqn_jax.per.prioritized_replay` with flashbax's prioritised flat
 same transitions (CartPole-sized: 4 floats per observation), both full, in two settings:
 
 - ``call``: one jitted call per step with the state donated (the Gymnasium host loop);
+- ``call floor``: the same call doing nothing useful (it only increments the buffer's write
+  index), on the same state: the per-call dispatch and donation cost each side pays whatever
+  the step does, so ``call`` minus ``call floor`` is roughly the work itself;
 - ``scan``: ``lax.scan`` over ``--scan-steps`` steps inside one jitted call (the JAX loop);
 - ``scan, vmap S seeds``: the same with ``S`` independent buffers under ``jax.vmap`` (the
   figure is per step of all ``S`` buffers together).
 
 Both are jitted, warmed up, synchronised with ``block_until_ready``; each figure is the median
-over ``--repeats`` repeats. Prints a table; asserts nothing.
+over ``--repeats`` repeats, and the two sides' repeats alternate (one of each per round), so a
+change in the load of a shared machine hits both alike. The train-step table compares a full
+loop iteration with uniform and with prioritized replay the same way. Prints tables; asserts
+nothing.
 
     python benchmarks/replay.py [--quick]
 """
@@ -93,24 +99,36 @@ def theirs(capacity: int, batch: int) -> tuple[Step, Any]:
     return step, state
 
 
-def per_call_us(step: Step, state: Any, keys: jax.Array, repeats: int) -> float:
-    """Median over ``repeats`` of the mean time of one donated jitted call, in microseconds."""
+def trivial_step(name: str) -> Step:
+    """A step that only increments the write index of ``name``'s state (the ``call floor``)."""
+    if name == "flashbax":
+        return lambda state, key: state.replace(current_index=state.current_index + 1)
+    return lambda state, key: state._replace(ptr=state.ptr + 1)
+
+
+Timer = Callable[[], float]  # runs one repeat, returns seconds per step
+
+
+def call_timer(step: Step, state: Any, keys: jax.Array) -> Timer:
+    """Compiled, warmed-up timer: one repeat = one donated jitted call per key, mean per call."""
     call = jax.jit(step, donate_argnums=0)
     for key in keys[:3]:  # compile and warm up
         state = call(state, key)
     jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
+
+    def repeat() -> float:
+        nonlocal state
         start = time.perf_counter()
         for key in keys:
             state = call(state, key)
         jax.block_until_ready(state)
-        times.append((time.perf_counter() - start) / len(keys))
-    return 1e6 * statistics.median(times)
+        return (time.perf_counter() - start) / len(keys)
+
+    return repeat
 
 
-def per_scan_step_us(step: Step, state: Any, keys: jax.Array, repeats: int) -> float:
-    """Median over ``repeats`` of one ``lax.scan`` over ``keys`` (leading axis) per step, in us."""
+def scan_timer(step: Step, state: Any, keys: jax.Array) -> Timer:
+    """Compiled, warmed-up timer: one repeat = one ``lax.scan`` over ``keys``, per step."""
 
     def run(state, keys):
         return jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
@@ -118,13 +136,50 @@ def per_scan_step_us(step: Step, state: Any, keys: jax.Array, repeats: int) -> f
     run = jax.jit(run, donate_argnums=0)
     state = run(state, keys)  # compile and warm up
     jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
+
+    def repeat() -> float:
+        nonlocal state
         start = time.perf_counter()
         state = run(state, keys)
         jax.block_until_ready(state)
-        times.append((time.perf_counter() - start) / len(keys))
-    return 1e6 * statistics.median(times)
+        return (time.perf_counter() - start) / len(keys)
+
+    return repeat
+
+
+def alternate_us(timers: dict[str, Timer], repeats: int) -> dict[str, float]:
+    """Median over ``repeats`` per timer, in microseconds; the timers take turns each round, so
+    a change in the machine's load hits both sides of a comparison alike."""
+    times = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return {name: 1e6 * statistics.median(t) for name, t in times.items()}
+
+
+def setting_timers(
+    setting: str,
+    setups: dict[str, Callable[[int, int], tuple[Step, Any]]],
+    capacity: int,
+    batch: int,
+    keys: jax.Array,
+    seed_keys: jax.Array,
+) -> dict[str, Timer]:
+    """A fresh full state and a compiled, warmed-up timer per side for ``setting``."""
+    timers = {}
+    for name, setup in setups.items():
+        step, state = setup(capacity, batch)
+        if setting == "call":
+            timers[name] = call_timer(step, state, keys)
+        elif setting == "call floor":
+            timers[name] = call_timer(trivial_step(name), state, keys)
+        elif setting == "scan":
+            timers[name] = scan_timer(step, state, keys[: seed_keys.shape[0]])
+        else:  # vmapped over seeds
+            states = jax.tree.map(lambda x: jnp.stack([x] * seed_keys.shape[1]), state)
+            timers[name] = scan_timer(jax.vmap(step), states, seed_keys)
+        del state
+    return timers
 
 
 def replay_rows(args: argparse.Namespace) -> list[dict]:
@@ -138,26 +193,12 @@ def replay_rows(args: argparse.Namespace) -> list[dict]:
                 setups["flashbax"] = theirs
             seeded = f"scan, vmap {args.seeds} seeds"
             seed_keys = jax.random.split(jax.random.key(1), (args.scan_steps, args.seeds))
-            timed = {}
-            for name, setup in setups.items():
-                step, state = setup(capacity, batch)
-                timed[name, "call"] = per_call_us(step, state, keys, args.repeats)
-                step, state = setup(capacity, batch)
-                timed[name, "scan"] = per_scan_step_us(
-                    step, state, keys[: args.scan_steps], args.repeats
-                )
-                if args.seeds > 1:
-                    step, state = setup(capacity, batch)
-                    states = jax.tree.map(lambda x: jnp.stack([x] * args.seeds), state)
-                    timed[name, seeded] = per_scan_step_us(
-                        jax.vmap(step), states, seed_keys, args.repeats
-                    )
-                    del states
-                del state
-            settings = ("call", "scan", seeded) if args.seeds > 1 else ("call", "scan")
+            settings = ("call", "call floor", "scan") + ((seeded,) if args.seeds > 1 else ())
             for setting in settings:
-                mine = timed["dqn_jax", setting]
-                other = timed.get(("flashbax", setting))
+                timers = setting_timers(setting, setups, capacity, batch, keys, seed_keys)
+                timed = alternate_us(timers, args.repeats)
+                mine = timed["dqn_jax"]
+                other = timed.get("flashbax")
                 rows.append(
                     {
                         "capacity": capacity,
@@ -171,29 +212,43 @@ def replay_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def loop_iteration_us(variant: str, seeds: int, iterations: int, repeats: int) -> float:
+def loop_iteration_us(
+    variants: tuple[str, ...], seeds: int, iterations: int, repeats: int
+) -> dict[str, float]:
     """Median microseconds per loop iteration of the ``default`` preset (CartPole-v1: 4 env
-    steps, 2 gradient updates, target schedule) for ``variant``, all ``seeds`` vmapped."""
+    steps, 2 gradient updates, target schedule) for each of ``variants``, all ``seeds`` vmapped.
+
+    All variants are compiled and warmed up first, then their repeats alternate (one chunk of
+    each per round), so a change in the machine's load hits every variant alike and their ratio
+    stays meaningful on a shared machine.
+    """
     from dqn_jax.config import from_preset
     from dqn_jax.loop import make_train
     from dqn_jax.run import seed_keys
 
-    config = from_preset("default", variant=variant, num_seeds=seeds)
-    trainer = make_train(config)
-    state = jax.jit(jax.vmap(trainer.init))(seed_keys(config))
-    chunk = jax.jit(
-        jax.vmap(lambda s, it: trainer.run_chunk(s, it, iterations), in_axes=(0, None)),
-        donate_argnums=0,
-    )
-    start = jnp.int32(config.learning_starts // config.env_steps_per_iteration + 1)
-    state, _ = chunk(state, start)  # compile, and fill the buffer past learning_starts
-    times = []
+    runs = {}
+    for variant in variants:
+        config = from_preset("default", variant=variant, num_seeds=seeds)
+        trainer = make_train(config)
+        state = jax.jit(jax.vmap(trainer.init))(seed_keys(config))
+        chunk = jax.jit(
+            jax.vmap(
+                lambda s, it, trainer=trainer: trainer.run_chunk(s, it, iterations),
+                in_axes=(0, None),
+            ),
+            donate_argnums=0,
+        )
+        start = jnp.int32(config.learning_starts // config.env_steps_per_iteration + 1)
+        state, _ = chunk(state, start)  # compile, and fill the buffer past learning_starts
+        runs[variant] = [chunk, state, start, []]
     for _ in range(repeats):
-        begin = time.perf_counter()
-        state, out = chunk(state, start)
-        jax.block_until_ready(out)
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times) / iterations * 1e6
+        for run in runs.values():
+            chunk, state, start, times = run
+            begin = time.perf_counter()
+            run[1], out = chunk(state, start)
+            jax.block_until_ready(out)
+            times.append(time.perf_counter() - begin)
+    return {v: statistics.median(run[3]) / iterations * 1e6 for v, run in runs.items()}
 
 
 def train_step_rows(args: argparse.Namespace) -> list[dict]:
@@ -201,8 +256,8 @@ def train_step_rows(args: argparse.Namespace) -> list[dict]:
     iterations = 500 if args.quick else 2000
     rows = []
     for seeds in sorted({1, args.seeds}):
-        uniform = loop_iteration_us("ddqn", seeds, iterations, args.repeats)
-        prioritized = loop_iteration_us("ddqn_per", seeds, iterations, args.repeats)
+        timed = loop_iteration_us(("ddqn", "ddqn_per"), seeds, iterations, args.repeats)
+        uniform, prioritized = timed["ddqn"], timed["ddqn_per"]
         rows.append(
             {
                 "preset": "default (CartPole-v1)",

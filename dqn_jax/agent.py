@@ -95,16 +95,22 @@ def update_target(learner: Learner, tau) -> Learner:
 
 
 def make_optimizer(name: str, max_grad_norm: float) -> optax.GradientTransformation:
-    """The update *direction* of Adam, or of TF1-style RMSProp (the notebook's), optionally after
-    global-norm clipping. The caller multiplies it by the (possibly annealed, possibly traced)
-    learning rate, so ``p - lr * direction`` is exactly Adam / RMSProp with that rate."""
+    """The update *direction* of Adam, of TF1-style RMSProp (the notebook's) or of Nature DQN's
+    centered RMSProp, optionally after global-norm clipping. The caller multiplies it by the
+    (possibly annealed, possibly traced) learning rate, so ``p - lr * direction`` is exactly
+    that optimizer with that rate."""
     if name == "adam":
         opt = optax.scale_by_adam()
     elif name == "rmsprop":
         # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
         opt = optax.scale_by_rms(decay=0.9, eps=1e-10, initial_scale=1.0)
+    elif name == "rmsprop_centered":
+        # Nature DQN's RMSProp: E[g] and E[g^2] with decay 0.95, 0.01 inside the sqrt.
+        opt = optax.scale_by_stddev(decay=0.95, eps=0.01, eps_in_sqrt=True)
     else:
-        raise ValueError(f"optimizer={name!r} is unknown: must be adam or rmsprop")
+        raise ValueError(
+            f"optimizer={name!r} is unknown: must be adam, rmsprop or rmsprop_centered"
+        )
     if max_grad_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
     # One flat vector instead of one small array per layer: XLA then compiles the same

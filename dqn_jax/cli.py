@@ -250,6 +250,37 @@ def use_cpu_cores(argv: list[str]) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+HOST_LOOP_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def tune_for_host_loop(argv: list[str]) -> None:
+    """For the gymnasium backend, schedule XLA:CPU programs for sequential execution.
+
+    Must run before JAX starts its backends. The host loop runs one small program per env step
+    or iteration; XLA's default CPU scheduler orders it for parallel execution, and the hand-offs
+    between its threads cost more than the work: the cleanrl-cartpole preset's iteration-end
+    program measured 305 against 400 us per call with this flag. Does nothing when the user set
+    the flag, or for the JAX backend.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="default")
+    pre.add_argument("--backend", default=None)
+    pre.add_argument("--env", default=None)
+    known, _ = pre.parse_known_args(argv)
+    preset = PRESETS.get(known.preset, {})
+    backend = known.backend or preset.get("backend", "auto")
+    if backend == "auto":
+        from dqn_jax.envs import jax_env_ids
+
+        env = known.env or preset.get("env", "CartPole-v1")
+        backend = "jax" if env in jax_env_ids() else "gymnasium"
+    if backend == "gymnasium":
+        os.environ["XLA_FLAGS"] = f"{flags} {HOST_LOOP_XLA_FLAG}".strip()
+
+
 def _saved_num_seeds(run_dir: Path) -> int | None:
     """``num_seeds`` of the run in ``run_dir`` (read without starting JAX), if readable."""
     import json
@@ -264,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dqn-jax`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     use_cpu_cores(argv)
+    if not argv or argv[0] not in ("sweep", "eval", "plot", "presets"):  # train
+        tune_for_host_loop(argv)
     if argv and argv[0] in ("-h", "--help"):
         print("usage: dqn-jax [train|sweep|eval|plot|presets] [flags]   (no command = train)\n")
         print("  train    train an agent (dqn-jax train --help for every flag)")

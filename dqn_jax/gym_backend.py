@@ -12,14 +12,16 @@ host. Per vector step of the ``num_envs`` Gymnasium environments the host does::
     elif plan[j + 1] says every env explores:                                  # 0 dispatches
         actions = plan[j + 1]
     else:                                                                      # 1 dispatch
-        actions = act(params, plan, pack(next_obs, env_step))
+        actions = where(plan[j + 1] >= 0, plan[j + 1], greedy(params, next_obs))
 
 so a vector step costs **at most 1 dispatch, 1 host->device transfer and 1 device->host
-read** (each a single packed array). ``summary.json`` reports the measured
-``dispatches_per_vector_step`` and ``transfers_per_vector_step``, counted where the programs
-are launched; ``tests/test_gym_backend.py`` checks the host->device count with JAX's transfer
-guard. Measured on ``cleanrl-cartpole`` (1 env, an iteration = 10 steps): 0.74 dispatches per
-env step over the 500,000 (epsilon-greedy steps where the coin says explore need none).
+read** (each a single array; an iteration's end packs its arrays into one). ``summary.json``
+reports the measured ``dispatches_per_vector_step`` and ``transfers_per_vector_step``, counted
+where the programs are launched; ``tests/test_gym_backend.py`` checks the host->device count
+with JAX's transfer guard. Measured on ``cleanrl-cartpole`` (1 env, an iteration = 10 steps):
+0.74 dispatches per env step over the 500,000 (epsilon-greedy steps where the coin says explore
+need none). The environments are a :class:`dqn_jax.vector_env.SameStepVectorEnv` (Gymnasium's
+SyncVectorEnv semantics without its per-step overhead).
 
 - The program kinds (:class:`StepKind`: plain act, or iteration end with or without learning
   and target update) are picked on the host by :func:`scheduler`, the schedule of
@@ -53,15 +55,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from dqn_jax import losses, report
+from dqn_jax import atari, losses, report
 from dqn_jax.agent import Learner, annealed_lr, make_optimizer, make_update, td_errors
 from dqn_jax.agent import update_target as blend_target
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.envs import EnvSpec, unknown_env_message
+from dqn_jax.frame_replay import FrameTransition, frame_replay
 from dqn_jax.loop import epsilon_at, make_replay, num_updates
-from dqn_jax.networks import MLPQNetwork
+from dqn_jax.networks import MLPQNetwork, NatureQNetwork
 from dqn_jax.replay import Replay, Transition
 from dqn_jax.variants import VARIANTS
+from dqn_jax.vector_env import SameStepVectorEnv
 
 EVAL_SEED_OFFSET = 0x5EED
 """Evaluation environments are seeded ``config.seed + EVAL_SEED_OFFSET + i`` (training envs use
@@ -74,25 +78,27 @@ EVAL_MAX_STEPS = 108_000
 # --------------------------------------------------------------------------- environments
 
 
-def _register_ale(env_id: str) -> None:
-    """Gymnasium >= 1.0 no longer auto-loads plugins: register ale-py's ids when asked for one."""
-    if not env_id.startswith("ALE/"):
-        return
+@cache
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` gets the Atari setup (:mod:`dqn_jax.atari` preprocessing, the frame
+    replay): every ``ALE/...`` id, and any other id ale-py registers when it is installed."""
+    if env_id.startswith("ALE/"):
+        return True
     try:
-        import ale_py
-        import gymnasium as gym
-
-        gym.register_envs(ale_py)
+        return atari.is_atari_id(env_id)
     except ImportError:
-        pass
+        return False
 
 
-def make_env(env_id: str, **kwargs):
-    """One Gymnasium environment ``gym.make(env_id, **kwargs)`` (ale-py ids registered first)."""
+def make_env(env_id: str, *, terminal_on_life_loss: bool = False):
+    """One Gymnasium environment: ``gym.make(env_id)``, or for an Atari id
+    :func:`dqn_jax.atari.make_atari_env` (Nature DQN preprocessing, ``uint8[4, 84, 84]``
+    observations, raw rewards)."""
     import gymnasium as gym
 
-    _register_ale(env_id)
-    return gym.make(env_id, **kwargs)
+    if is_atari(env_id):
+        return atari.make_atari_env(env_id, terminal_on_life_loss=terminal_on_life_loss)
+    return gym.make(env_id)
 
 
 @cache
@@ -106,7 +112,11 @@ def gymnasium_env_spec(env_id: str) -> EnvSpec:
     import gymnasium as gym
     from gymnasium import spaces
 
-    _register_ale(env_id)
+    if is_atari(env_id):
+        try:
+            atari.is_atari_id(env_id)  # registers ale-py's ids
+        except ImportError as err:
+            raise ValueError(str(err)) from None
     if env_id not in gym.registry:
         raise ValueError(unknown_env_message(env_id))
     try:
@@ -131,6 +141,11 @@ def gymnasium_env_spec(env_id: str) -> EnvSpec:
     return EnvSpec(env_id, tuple(int(d) for d in obs_space.shape), int(action_space.n), limit or 0)
 
 
+def env_kwargs(config: Config) -> dict:
+    """Keyword arguments of :func:`make_env` that come from ``config``."""
+    return {"terminal_on_life_loss": True} if config.terminal_on_life_loss else {}
+
+
 def obs_dtype(env_id: str) -> np.dtype:
     """dtype the replay stores observations in: ``uint8`` for image (uint8) observations, else
     ``float32``."""
@@ -142,20 +157,12 @@ def obs_dtype(env_id: str) -> np.dtype:
     return np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
 
 
-def make_vector_env(env_id: str, num_envs: int):
-    """``SyncVectorEnv`` of ``num_envs`` copies of ``env_id`` with same-step autoreset (the
-    final observation of an ended episode is in ``info["final_obs"]``)."""
-    import gymnasium as gym
-
-    mode = getattr(gym.vector, "AutoresetMode", None)
-    if mode is None:
-        raise RuntimeError(
-            f"gymnasium {gym.__version__} has no vector.AutoresetMode; the gymnasium backend "
-            "needs gymnasium >= 1.1 (same-step autoreset)"
-        )
-    return gym.vector.SyncVectorEnv(
-        [lambda: make_env(env_id) for _ in range(num_envs)], autoreset_mode=mode.SAME_STEP
-    )
+def make_vector_env(env_id: str, num_envs: int, **env_kwargs):
+    """``num_envs`` copies of ``env_id`` with same-step autoreset (the final observation of an
+    ended episode is in ``info["final_obs"]``): a :class:`dqn_jax.vector_env.SameStepVectorEnv`,
+    which returns what ``gymnasium.vector.SyncVectorEnv`` with ``AutoresetMode.SAME_STEP`` does,
+    at a third of its cost per step on CartPole."""
+    return SameStepVectorEnv([lambda: make_env(env_id, **env_kwargs) for _ in range(num_envs)])
 
 
 def stored_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
@@ -212,6 +219,7 @@ class Staging(NamedTuple):
     reward: np.ndarray  # float32
     next_obs: np.ndarray
     terminated: np.ndarray  # float32, 1.0 = terminal
+    done: np.ndarray  # float32, 1.0 = the episode ended (terminated or truncated)
 
     @staticmethod
     def allocate(config: Config, spec: EnvSpec, dtype: np.dtype) -> Staging:
@@ -219,7 +227,8 @@ class Staging(NamedTuple):
         lead = (config.vector_steps_per_iteration, config.num_envs)
         obs = np.zeros((*lead, *spec.obs_shape), dtype)
         scalars = np.zeros(lead, np.float32)
-        return Staging(obs, np.zeros(lead, np.int32), scalars, obs.copy(), scalars.copy())
+        action = np.zeros(lead, np.int32)
+        return Staging(obs, action, scalars, obs.copy(), scalars.copy(), scalars.copy())
 
 
 # --------------------------------------------------------------------------- device programs
@@ -258,18 +267,35 @@ class HostAgent(NamedTuple):
     spec: EnvSpec
     obs_dtype: np.dtype
     init: Callable[[jax.Array, jax.Array], tuple[HostTrainState, jax.Array]]
-    act: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
     end: Callable[[HostTrainState, jax.Array, StepKind], tuple[HostTrainState, jax.Array]]
     # init/end return ``i32[1 + V, N]``: the next actions, then the new iteration's plan
     greedy: Callable[[jax.Array, jax.Array], jax.Array]
     unravel: Callable[[jax.Array], Any]
-    act_layout: Layout
     end_layout: Layout
 
 
 def make_network(config: Config, spec: EnvSpec):
-    """The Q-network for ``spec``: the config's MLP."""
+    """The Q-network for ``spec``: the config's MLP, or the Nature CNN."""
+    if config.network == "nature_cnn":
+        return NatureQNetwork(spec.num_actions)
     return MLPQNetwork(spec.num_actions, config.hidden_sizes, config.init_scheme)
+
+
+def make_host_replay(config: Config) -> Replay:
+    """The replay of a host-loop run: for Atari ids, :func:`dqn_jax.frame_replay.frame_replay`
+    (one stored frame per transition, uniform or prioritized as the variant says); otherwise
+    the variant's own (:func:`dqn_jax.loop.make_replay`)."""
+    if not is_atari(config.env):
+        return make_replay(config)
+    return frame_replay(
+        config.buffer_size,
+        config.batch_size,
+        config.num_envs,
+        prioritized=VARIANTS[config.variant].replay == "prioritized",
+        alpha=config.per_alpha,
+        eps=config.per_eps,
+        priority_on_insert=config.per_priority_on_insert,
+    )
 
 
 def exploration_plan(uniforms: jax.Array, epsilon: jax.Array, num_actions: int) -> jax.Array:
@@ -308,19 +334,20 @@ def make_host_agent(
     """The device side of a host-loop run of ``config`` (one seed); ``N = num_envs``,
     ``V = vector_steps_per_iteration``. Every function is pure and jittable.
 
-    - ``init(key, packed) -> (state, out i32[1 + V, N])``: network, optimizer, replay and the
+    - ``init(key, obs) -> (state, out i32[1 + V, N])``: network, optimizer, replay and the
       first iteration's exploration plan from ``key`` (split for every use); ``out`` = the first
-      actions, then the plan (:func:`exploration_plan`).
-    - ``act(flat_params, plan, packed) -> actions i32[N]``: epsilon-greedy actions
-      (:func:`act_from_plan`, epsilon ``epsilon_at(config, env_step)`` baked into the plan);
-      ``packed`` = ``pack(obs [N, *obs_shape], env_step i32[1])`` (:data:`act_layout`). A plain
-      step's whole program, skipped by the host when the plan says every env explores.
+      actions for ``obs [N, *obs_shape]``, then the plan (:func:`exploration_plan`, epsilon
+      ``epsilon_at(config, env_step)`` baked in).
+    - ``greedy(flat_params, obs) -> actions i32[N]``: argmax of Q. A plain step's whole
+      program: the host takes the plan's action where it explores (``plan >= 0``) and this one
+      elsewhere (the law of :func:`act_from_plan`), and skips the call when every env explores.
+      Also used by evaluation.
     - ``end(state, packed, kind) -> (state, out)``: the last step of an iteration.
-      ``packed`` = ``pack(obs, env_step, *Staging)`` (:data:`end_layout`): store the iteration's
+      ``packed`` = ``pack(obs, env_step i32[1], *Staging)`` (:data:`end_layout`): store the
+      iteration's
       ``V * N`` transitions in time then env order (as :mod:`dqn_jax.loop` does), then, as
       ``kind`` says, ``updates_per_iteration`` gradient updates and the target update, then
       draw the next iteration's plan and act; ``out`` as for ``init``.
-    - ``greedy(flat_params, obs) -> actions``: argmax of Q (evaluation).
 
     Transitions are stored at the iteration's end, before its learning, exactly as if stored
     step by step: nothing reads the replay in between (no learning inside an iteration; a
@@ -334,7 +361,8 @@ def make_host_agent(
     learns = variant.target_fn is not None
     target_fn = target_fn or variant.target_fn
     loss_fn = loss_fn or losses.LOSSES[config.loss]
-    replay = replay or make_replay(config)
+    replay = replay or make_host_replay(config)
+    frames = is_atari(config.env)
     spec = spec or gymnasium_env_spec(config.env)
     dtype = np.dtype(dtype or obs_dtype(config.env))
     network = make_network(config, spec)
@@ -351,36 +379,39 @@ def make_host_agent(
     uses_td_on_insert = variant.replay == "prioritized" and config.per_priority_on_insert == "td"
     n, upi, vspi = config.num_envs, config.updates_per_iteration, config.vector_steps_per_iteration
     f32, i32 = np.dtype(np.float32), np.dtype(np.int32)
-    act_layout: Layout = (((n, *spec.obs_shape), dtype), ((1,), i32))
     many = vspi * n
     end_layout: Layout = (
-        *act_layout,
+        ((n, *spec.obs_shape), dtype),
+        ((1,), i32),
         ((many, *spec.obs_shape), dtype),
         ((many,), i32),
         ((many,), f32),
         ((many, *spec.obs_shape), dtype),
+        ((many,), f32),
         ((many,), f32),
     )
 
     def act_on(flat_params, plan, obs, env_step) -> jax.Array:
         return act_from_plan(apply_flat(flat_params, obs), plan[(env_step // n) % vspi])
 
-    def act(flat_params: jax.Array, plan: jax.Array, packed: jax.Array) -> jax.Array:
-        obs, env_step = unpack(packed, act_layout)
-        return act_on(flat_params, plan, obs, env_step[0])
+    def iteration_randomness(key: jax.Array):
+        """``(next key, update keys u32[upi, 2], plan uniforms f32[V, 2, N])`` from one
+        ``random_bits`` call (on a CPU each threefry call is a small XLA loop; a split is
+        threefry on counters, so these words are keys as good as a split's)."""
+        bits = jax.random.bits(key, (2 + 2 * upi + vspi * 2 * n,), jnp.uint32)
+        mantissa = (bits[2 + 2 * upi :] >> 9) | np.uint32(0x3F800000)  # [1, 2) as float32
+        uniforms = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+        return bits[:2], bits[2 : 2 + 2 * upi].reshape(upi, 2), uniforms.reshape(vspi, 2, n)
 
-    def draw_plan(state: HostTrainState, first_env_step) -> HostTrainState:
+    def draw_plan(state: HostTrainState, uniforms, first_env_step) -> HostTrainState:
         """The exploration plan of the iteration whose first env step is ``first_env_step``."""
-        key, k_plan = jax.random.split(state.key)
         epsilon = jax.vmap(lambda i: epsilon_at(config, first_env_step + i * n))(jnp.arange(vspi))
-        uniforms = jax.random.uniform(k_plan, (vspi, 2, n))
-        plan = exploration_plan(uniforms, epsilon, spec.num_actions)
-        return state._replace(plan=plan, key=key)
+        return state._replace(plan=exploration_plan(uniforms, epsilon, spec.num_actions))
 
     def with_plan(state: HostTrainState, actions: jax.Array) -> jax.Array:
         return jnp.concatenate([actions[None], state.plan])
 
-    def init(key: jax.Array, packed: jax.Array) -> tuple[HostTrainState, jax.Array]:
+    def init(key: jax.Array, obs: jax.Array) -> tuple[HostTrainState, jax.Array]:
         k_net, k_run = jax.random.split(key)
         flat, _ = ravel_pytree(network.init(k_net, example_obs))
         learner = Learner(flat, flat, optimizer.init(flat))
@@ -395,8 +426,9 @@ def make_host_agent(
             jnp.zeros((3,), jnp.float32),
             k_run,
         )
-        state = draw_plan(state, 0)
-        return state, with_plan(state, act(state.learner.params, state.plan, packed))
+        key, _, uniforms = iteration_randomness(state.key)
+        state = draw_plan(state._replace(key=key), uniforms, 0)
+        return state, with_plan(state, act_on(state.learner.params, state.plan, obs, 0))
 
     def store(state: HostTrainState, transitions: Transition) -> Any:
         abs_td = None
@@ -409,10 +441,9 @@ def make_host_agent(
             abs_td = jnp.abs(td)
         return replay.add(state.replay, transitions, abs_td)
 
-    def learn(state: HostTrainState, env_steps) -> HostTrainState:
+    def learn(state: HostTrainState, update_keys, env_steps) -> HostTrainState:
         progress = jnp.minimum(env_steps / config.total_steps, 1.0)
         beta = config.per_beta0 + (config.per_beta_final - config.per_beta0) * progress
-        key, *update_keys = jax.random.split(state.key, upi + 1)
 
         def one_update(carry, xs):
             learner, replay_state = carry
@@ -424,7 +455,7 @@ def make_host_agent(
         (learner, replay_state), m = jax.lax.scan(
             one_update,
             (state.learner, state.replay),
-            (jnp.stack(update_keys), state.counts[0] + jnp.arange(upi)),
+            (update_keys, state.counts[0] + jnp.arange(upi)),
         )
         bad = state.metrics[2] + jnp.sum(~jnp.isfinite(m.loss)).astype(jnp.float32)
         return state._replace(
@@ -432,26 +463,33 @@ def make_host_agent(
             replay=replay_state,
             counts=state.counts + upi,
             metrics=jnp.stack([jnp.mean(m.loss), jnp.mean(m.q_mean), bad]),
-            key=key,
         )
 
     def end(state: HostTrainState, packed: jax.Array, kind: StepKind):
         obs, env_step, *staged = unpack(packed, end_layout)
-        transitions = Transition(*staged)
+        transitions = FrameTransition(*staged) if frames else Transition(*staged[:-1])
+        if config.clip_rewards:
+            transitions = transitions._replace(reward=atari.clip_reward(transitions.reward))
         chex.assert_shape(transitions.reward, (many,))
+        key, update_keys, uniforms = iteration_randomness(state.key)
+        state = state._replace(key=key)
         if learns:
             state = state._replace(replay=store(state, transitions))
         if learns and kind.learn:
-            state = learn(state, env_step[0])
+            state = learn(state, update_keys, env_step[0])
         if learns and kind.copy_target:
             state = state._replace(learner=blend_target(state.learner, config.tau))
-        state = draw_plan(state, env_step[0])
+        state = draw_plan(state, uniforms, env_step[0])
         return state, with_plan(state, act_on(state.learner.params, state.plan, obs, env_step[0]))
 
     def greedy(flat_params: jax.Array, obs: jax.Array) -> jax.Array:
         return jnp.argmax(apply_flat(flat_params, obs.astype(dtype)), axis=-1).astype(jnp.int32)
 
-    return HostAgent(config, spec, dtype, init, act, end, greedy, unravel, act_layout, end_layout)
+    return HostAgent(config, spec, dtype, init, end, greedy, unravel, end_layout)
+
+
+PLAIN = StepKind(False, False, False)
+"""A step inside an iteration: act only."""
 
 
 def scheduler(config: Config) -> Callable[[int], StepKind]:
@@ -487,10 +525,11 @@ def schedule(config: Config, vector_step: int) -> StepKind:
 
 @cache
 def compiled(agent: HostAgent, kind: StepKind) -> Callable:
-    """The jitted program for ``kind``: ``act`` (plain step) or ``end`` with the state donated
-    (the replay is written in place). Cached per agent: runs sharing an agent compile once."""
+    """The jitted program for ``kind``: ``greedy`` (plain step) or ``end`` with the state
+    donated (the replay is written in place). Cached per agent: runs sharing an agent compile
+    once."""
     if not kind.end:
-        return jax.jit(agent.act)
+        return jax.jit(agent.greedy)
     return jax.jit(lambda state, packed: agent.end(state, packed, kind), donate_argnums=0)
 
 
@@ -500,25 +539,33 @@ class Programs:
     def __init__(self, agent: HostAgent):
         self.agent = agent
         self.programs: dict[StepKind, Callable] = {}
+        self.greedy = compiled(agent, PLAIN)
         self.dispatches = 0
         self.transfers = 0
 
-    def step(self, state: HostTrainState, packed: np.ndarray, kind: StepKind):
+    def step(self, state: HostTrainState, host_input: np.ndarray, kind: StepKind):
         """Run the program after one vector step: ``(state, out)`` with ``out`` numpy
-        (``i32[N]`` actions for a plain step; actions and plan ``i32[1 + V, N]`` at an
-        iteration's end). One dispatch, one host->device transfer (``packed``, handed straight
-        to the program: JAX's C++ path moves it ~10x faster than ``jax.device_put``), one
-        device->host read."""
+        (greedy actions ``i32[N]`` for a plain step, whose ``host_input`` is the observation
+        ``[N, *obs_shape]``; at an iteration's end, actions and plan ``i32[1 + V, N]``, and
+        ``host_input`` is the packed iteration). One dispatch, one host->device transfer
+        (``host_input``, handed straight to the program: JAX's C++ path moves it ~10x faster
+        than ``jax.device_put``), one device->host read."""
+        if not kind.end:
+            return state, self.act(state.learner.params, host_input)
         program = self.programs.get(kind) or self.programs.setdefault(
             kind, compiled(self.agent, kind)
         )
-        if kind.end:
-            state, out = program(state, packed)
-        else:
-            out = program(state.learner.params, state.plan, packed)
+        state, out = program(state, host_input)
         self.dispatches += 1
         self.transfers += 2
         return state, np.asarray(out)
+
+    def act(self, flat_params: jax.Array, obs: np.ndarray) -> np.ndarray:
+        """A plain step's program: greedy actions ``i32[N]`` for ``obs [N, *obs_shape]`` (the
+        hot path: one dispatch, one transfer each way, nothing else)."""
+        self.dispatches += 1
+        self.transfers += 2
+        return np.asarray(self.greedy(flat_params, obs))
 
     def warm_up(self, state: HostTrainState, kinds: set[StepKind]) -> float:
         """Compile the programs of ``kinds`` by running them on a scratch copy of ``state``
@@ -526,8 +573,10 @@ class Programs:
         start = time.perf_counter()
         copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s))
         for kind in sorted(kinds):
-            layout = self.agent.end_layout if kind.end else self.agent.act_layout
-            zeros = pack(*(np.zeros(shape, dt) for shape, dt in layout))
+            if kind.end:
+                zeros = pack(*(np.zeros(shape, dt) for shape, dt in self.agent.end_layout))
+            else:
+                zeros = np.zeros(self.agent.end_layout[0][0], self.agent.obs_dtype)
             jax.block_until_ready(self.step(copy(state), zeros, kind))
         self.dispatches = self.transfers = 0
         return time.perf_counter() - start
@@ -537,7 +586,7 @@ def evaluate(agent: HostAgent, flat_params: jax.Array, episodes: int, seed: int)
     """Greedy returns ``f32[episodes]``: one episode in each of ``episodes`` fresh environments
     (seeded ``seed + i``), run to its end (or :data:`EVAL_MAX_STEPS` without a time limit)."""
     greedy = jax.jit(agent.greedy)
-    envs = make_vector_env(agent.config.env, episodes)
+    envs = make_vector_env(agent.config.env, episodes, **env_kwargs(agent.config))
     try:
         obs, _ = envs.reset(seed=seed)
         total = np.zeros(episodes, np.float64)
@@ -618,7 +667,7 @@ def train(
         (out / "metrics.jsonl").write_text("")
     with jax.default_device(device):
         agent = agent or make_host_agent(config)
-        envs = make_vector_env(config.env, config.num_envs)
+        envs = make_vector_env(config.env, config.num_envs, **env_kwargs(config))
         try:
             return _run(config, agent, envs, out, progress, echo, device)
         finally:
@@ -642,8 +691,9 @@ def _run(config: Config, agent: HostAgent, envs, out: Path | None, progress, ech
     start = time.perf_counter()
     obs, _ = envs.reset(seed=config.seed)
     init = jax.jit(agent.init)
-    state, first = init(jax.random.PRNGKey(config.seed), pack(obs, np.zeros(1, np.int32)))
+    state, first = init(jax.random.PRNGKey(config.seed), obs)
     actions, plan = np.asarray(first[0]), np.asarray(first[1:])
+    explores = (plan >= 0).all(axis=1).tolist()  # per step of the iteration: no greedy env
     compile_s = time.perf_counter() - start + programs.warm_up(state, kinds_in_run(config))
     echo(
         f"{config.env} (gymnasium, {n} env(s)) | {config.variant} | 1 seed x "
@@ -663,25 +713,30 @@ def _run(config: Config, agent: HostAgent, envs, out: Path | None, progress, ech
     for chunk, size in enumerate(sizes, start=1):
         chunk_start, first_vstep = time.perf_counter(), vstep
         rewards, dones = np.zeros((size, n)), np.zeros((size, n), bool)
-        for t in range(size):
+        for t in range(size):  # a chunk is whole iterations: j = t % vspi
+            j = t % vspi
             next_obs, reward, terminated, truncated, info = envs.step(actions)
             done = terminated | truncated
-            rewards[t], dones[t] = reward, done
-            j = vstep % vspi
             stage.obs[j], stage.action[j], stage.reward[j] = obs, actions, reward
-            stage.next_obs[j] = stored_next_obs(next_obs, done, info)
-            stage.terminated[j] = terminated
-            obs, vstep = next_obs, vstep + 1
-            kind = kind_after(vstep - 1)
-            if kind.end:
+            stage.next_obs[j] = stored_next_obs(next_obs, done, info) if info else next_obs
+            stage.terminated[j], stage.done[j] = terminated, done
+            obs = next_obs
+            if j == vspi - 1:  # the iteration's end: 1 dispatch
+                vstep += vspi
+                rewards[t + 1 - vspi : t + 1], dones[t + 1 - vspi : t + 1] = (
+                    stage.reward,
+                    stage.done,
+                )
                 packed = pack(obs, np.array([vstep * n], np.int32), *stage)
-                state, decided = programs.step(state, packed, kind)
+                state, decided = programs.step(state, packed, kind_after(vstep - 1))
                 actions, plan = decided[0], decided[1:]
-            elif (plan[vstep % vspi] >= 0).all():  # every env explores: no device call
-                actions = plan[vstep % vspi]
+                explores = (plan >= 0).all(axis=1).tolist()
+            elif explores[j + 1]:  # every env explores: no device call
+                actions = plan[j + 1]
             else:
-                packed = pack(obs, np.array([vstep * n], np.int32))
-                state, actions = programs.step(state, packed, kind)
+                greedy = programs.act(state.learner.params, obs)
+                # With one env, "not every env explores" means it acts greedily.
+                actions = greedy if n == 1 else np.where(plan[j + 1] >= 0, plan[j + 1], greedy)
         lengths, returns, running = episode_stats(rewards, dones, *running)
         env_step = vstep * n
         loss, q_mean, bad = jax.device_get(state.metrics)
@@ -718,6 +773,9 @@ def _run(config: Config, agent: HostAgent, envs, out: Path | None, progress, ech
 
     episodes = [log.seed_array(0)]
     summary = summarize(config, compile_s, run_s, episodes, final_eval, device, programs, vstep)
+    summary["replay_bytes_per_transition"] = round(
+        sum(x.nbytes for x in jax.tree.leaves(state.replay)) / config.buffer_size, 1
+    )
     if out is not None:
         write_evals(out / "evals.csv", evals, config)
         report.write_json(out / "summary.json", summary)
@@ -782,7 +840,8 @@ def result_state(agent: HostAgent, state: HostTrainState) -> HostTrainState:
 
 def summarize(config, compile_s, run_s, episodes, final_eval, device, programs, vsteps) -> dict:
     """``summary.json`` of a host-loop run: :func:`dqn_jax.run.train`'s keys plus the backend,
-    dispatches and transfers per vector step."""
+    dispatches and transfers per vector step (``train`` adds the replay's bytes per transition:
+    every replay array, sum tree included, over ``buffer_size``)."""
     last100 = [float(e[-100:, 2].mean()) if len(e) else None for e in episodes]
     eval_means = [float(x) for x in final_eval.mean(axis=1)] if final_eval.size else []
     return {

@@ -232,8 +232,9 @@ def make_train(
         out = envs.step(config.env, k_env, state.env_state, actions)
         replay_state = state.replay
         if store:
+            reward = jnp.sign(out.reward) if config.clip_rewards else out.reward
             transitions = Transition(
-                state.obs, actions, out.reward, out.final_obs, out.terminated.astype(jnp.float32)
+                state.obs, actions, reward, out.final_obs, out.terminated.astype(jnp.float32)
             )
             abs_td = insert_priority_td(state, transitions)
             replay_state = replay.add(replay_state, transitions, abs_td)

@@ -34,3 +34,26 @@ class MLPQNetwork(nn.Module):
         for size in self.hidden_sizes:
             x = nn.relu(nn.Dense(size, kernel_init=kernel_init)(x))
         return nn.Dense(self.num_actions, kernel_init=kernel_init)(x)
+
+
+class NatureQNetwork(nn.Module):
+    """The Nature DQN network (Mnih et al., 2015): ``obs uint8[B, S, 84, 84] -> Q f32[B, A]``.
+
+    ``S`` stacked frames come first (as ``gymnasium.wrappers.FrameStackObservation`` gives them);
+    pixels are scaled from ``[0, 255]`` to ``[0, 1]`` float32 and moved to NHWC (frames become
+    channels). Then conv 32 8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1 (all
+    ``VALID``: 84 -> 20 -> 9 -> 7), dense 512, dense ``num_actions``, ReLU after all but the
+    last. Flax's default initializers (LeCun normal weights, zero biases). 1,687,206 parameters
+    for 6 actions and 4 frames.
+    """
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
+        for features, size, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+            x = nn.Conv(features, (size, size), strides=(stride, stride), padding="VALID")(x)
+            x = nn.relu(x)
+        x = nn.relu(nn.Dense(512)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.num_actions)(x)

@@ -160,6 +160,32 @@ def test_the_checker_catches_each_anchor_mistake(monkeypatch, mistake, expected)
     assert expected <= transition_errors(data, 1)
 
 
+@pytest.mark.parametrize(("env_id", "num_envs"), [(COUNTER_ID, 3), ("CartPole-v1", 2)])
+def test_lean_vector_env_matches_gymnasium_sync_vector_env(env_id, num_envs):
+    from dqn_jax.vector_env import SameStepVectorEnv
+
+    fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    ours = SameStepVectorEnv(fns)
+    theirs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    np.testing.assert_array_equal(ours.reset(seed=7)[0], theirs.reset(seed=7)[0])
+    rng, ends = np.random.default_rng(0), 0
+    for _ in range(300):
+        actions = rng.integers(0, 2, num_envs)
+        got, want = ours.step(actions), theirs.step(actions)
+        for a, b in zip(got[:4], want[:4], strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        done = want[2] | want[3]
+        assert ("final_obs" in got[4]) == bool(done.any())
+        for i in np.flatnonzero(done):
+            np.testing.assert_array_equal(got[4]["final_obs"][i], want[4]["final_obs"][i])
+        ends += done.sum()
+    assert ends >= 10  # autoresets were exercised
+    assert ours.observation_space == theirs.observation_space
+    ours.close()
+    theirs.close()
+
+
 def test_stored_next_obs_takes_the_final_observation_only_where_done():
     next_obs = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 3.0]], np.float32)
     final = np.empty(3, object)

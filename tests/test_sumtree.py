@@ -47,19 +47,24 @@ def build(capacity: int, fanout: int, leaves: np.ndarray) -> sumtree.SumTree:
 
 
 def assert_parents_are_sums(tree: sumtree.SumTree) -> None:
-    """Every stored node is exactly the left-to-right float32 sum of its children."""
-    fanout = tree.levels[0].shape[-1]
+    """Every stored node is exactly the left-to-right float32 sum of its children, and nothing
+    outside the nodes of the layout is ever written (padding stays 0)."""
+    fanout = tree.nodes[0].shape[-1]
     below = np.asarray(tree.leaves)
-    for level in reversed(tree.levels):
-        flat = np.asarray(level).reshape(-1)
-        padded = np.zeros(flat.size * fanout, np.float32)
+    levels = [np.asarray(level) for level in sumtree.levels(tree)]
+    for level in reversed(levels):
+        padded = np.zeros(level.size * fanout, np.float32)
         padded[: below.size] = below
-        expected = np.zeros(flat.size, np.float32)
+        expected = np.zeros(level.size, np.float32)
         for j in range(fanout):
             expected = expected + padded.reshape(-1, fanout)[:, j]
-        np.testing.assert_array_equal(flat, expected)
-        below = flat
-    assert below[1:].sum() == 0  # only the root is used in the top row
+        np.testing.assert_array_equal(level, expected)
+        below = level
+    assert levels[0].shape == (1,) and float(sumtree.total(tree)) == levels[0][0]
+    # Depths are disjoint slices of `nodes`: no other entry (padding, the rest of the root's
+    # row) holds anything.
+    stored = sum(np.count_nonzero(np.asarray(x)) for x in tree.nodes)
+    assert stored == sum(map(np.count_nonzero, levels))
 
 
 update_batches = st.lists(
@@ -90,6 +95,31 @@ def test_updates_match_reference_and_parents_are_recomputed(capacity, fanout, ba
         float(sumtree.total(tree)), expected.astype(np.float64).sum(), rtol=TOTAL_RTOL
     )
     assert_parents_are_sums(tree)
+
+
+@pytest.mark.parametrize(("capacity", "fanout"), [(17, 2), (1000, 4), (3000, 4), (5000, 3)])
+def test_dense_top_and_per_leaf_walk_store_identical_nodes(capacity, fanout, monkeypatch):
+    # `update` walks up per leaf through the deep depths and recomputes the few top ones whole.
+    # Both ways must store the same bits: force all-per-leaf (only the root row whole) and
+    # all-whole, and compare after batches full of duplicates and zeros.
+    rng = np.random.default_rng(capacity)
+    batches = [
+        (rng.integers(0, capacity, 64), rng.uniform(0, 4, 64).astype(np.float32) * (i % 3 > 0))
+        for i in range(6)
+    ]
+    trees = []
+    for dense_nodes in (0, 10**9):
+        monkeypatch.setattr(sumtree, "DENSE_NODES", dense_nodes)
+        step = jax.jit(lambda t, i, v: sumtree.update(t, i, v))  # a fresh trace per setting
+        tree = sumtree.init(capacity, fanout)
+        for indices, values in batches:
+            tree = step(tree, jnp.asarray(indices, jnp.int32), jnp.asarray(values))
+        assert_parents_are_sums(tree)
+        trees.append(tree)
+    np.testing.assert_array_equal(np.asarray(trees[0].leaves), np.asarray(trees[1].leaves))
+    for a, b in zip(trees[0].nodes, trees[1].nodes, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(trees[0].leaves), reference_leaves(capacity, batches))
 
 
 def test_duplicates_in_one_batch_last_wins():
@@ -184,7 +214,7 @@ def test_extreme_priorities_no_nan_no_drift_no_empty_leaf(fanout):
     leaves[::10] = 1e8
     tree = build(capacity, fanout, leaves)
     assert np.isfinite(np.asarray(tree.leaves)).all()
-    assert all(np.isfinite(np.asarray(level)).all() for level in tree.levels)
+    assert all(np.isfinite(np.asarray(x)).all() for x in tree.nodes)
     np.testing.assert_allclose(float(sumtree.total(tree)), leaves.astype(np.float64).sum(), 1e-6)
     values = sumtree.stratified_values(jax.random.key(0), 1000, sumtree.total(tree))
     got = np.asarray(sample(tree, values))
@@ -252,6 +282,32 @@ def test_stratified_values_one_per_stratum():
     assert (np.asarray(stratified(jax.random.key(2), 1, jnp.float32(tiny))) < tiny).all()
 
 
+def test_stratified_uniforms_are_jax_random_uniform_bit_for_bit():
+    # The unrolled threefry draws exactly jax.random.uniform's numbers, for typed and raw keys,
+    # jitted or not, and under vmap; other key kinds fall back to jax.random.uniform itself.
+    batch, total = 64, jnp.float32(123.25)
+
+    def expected(key):
+        u = jax.random.uniform(key, (batch,), jnp.float32)
+        values = (jnp.arange(batch, dtype=jnp.float32) + u) * (total / batch)
+        return np.asarray(jnp.minimum(values, jnp.nextafter(total, jnp.float32(0))))
+
+    keys = [jax.random.key(0), jax.random.key(2**31 - 1), jax.random.PRNGKey(7)]
+    keys.append(jax.random.key(3, impl="rbg"))
+    for key in keys:
+        np.testing.assert_array_equal(np.asarray(stratified(key, batch, total)), expected(key))
+        np.testing.assert_array_equal(
+            np.asarray(sumtree.stratified_values(key, batch, total)), expected(key)
+        )
+    split = jax.random.split(jax.random.key(5), 4)
+    batched = jax.jit(jax.vmap(lambda k: sumtree.stratified_values(k, batch, total)))(split)
+    for key, got in zip(split, np.asarray(batched), strict=True):
+        np.testing.assert_array_equal(got, expected(key))
+    # The point of unrolling: no threefry primitive (a rolled while loop on CPU) is left.
+    jaxpr = str(jax.make_jaxpr(lambda k: sumtree.stratified_values(k, batch, total))(keys[0]))
+    assert "threefry" not in jaxpr and "while" not in jaxpr
+
+
 def test_vmap_over_trees_matches_a_python_loop():
     seeds, capacity = 3, 17
     rng = np.random.default_rng(0)
@@ -271,7 +327,7 @@ def test_vmap_over_trees_matches_a_python_loop():
             tree = update(tree, indices[s, step], values[s, step])
         one = jax.tree.map(lambda x, s=s: x[s], trees)
         np.testing.assert_array_equal(np.asarray(one.leaves), np.asarray(tree.leaves))
-        for a, b in zip(one.levels, tree.levels, strict=True):
+        for a, b in zip(one.nodes, tree.nodes, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_array_equal(np.asarray(sampled[s]), np.asarray(sample(tree, queries[s])))
 
@@ -283,5 +339,14 @@ def test_init_validates_and_shapes_are_static():
         sumtree.init(10, fanout=1)
     tree = sumtree.init(1_000_000)
     assert tree.leaves.shape == (1_000_000,)
-    assert len(tree.levels) == sumtree.depth(1_000_000, sumtree.DEFAULT_FANOUT)
-    assert all(level.dtype == jnp.float32 for level in tree.levels)
+    # Internal depths packed into few arrays, none over GROUP_FLOATS floats unless one depth is.
+    assert all(x.shape[-1] == sumtree.DEFAULT_FANOUT for x in tree.nodes)
+    assert all(x.dtype == jnp.float32 for x in (tree.leaves, *tree.nodes))
+    assert 1 < len(tree.nodes) < 5
+    assert all(x.size <= sumtree.GROUP_FLOATS for x in tree.nodes[:-1])
+    assert len(sumtree.init(100_000).nodes) == 1
+    levels = sumtree.levels(tree)
+    assert len(levels) == sumtree.depth(1_000_000, sumtree.DEFAULT_FANOUT)
+    fanout = sumtree.DEFAULT_FANOUT
+    for k, level in enumerate(levels):  # depth k holds one node per F**(D-k) leaves
+        assert level.shape == (-(-1_000_000 // fanout ** (len(levels) - k)),)

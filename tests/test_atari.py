@@ -1,0 +1,180 @@
+"""Nature DQN network, Atari preprocessing, and a real Pong round trip through frame replay."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dqn_jax import atari, sumtree
+from dqn_jax import frame_replay as fr
+from dqn_jax.networks import NatureQNetwork
+from dqn_jax.replay import Transition
+
+
+def test_nature_network_shape_dtype_and_parameter_count():
+    net = NatureQNetwork(num_actions=6)
+    obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), np.uint8))
+    # Shapes without running the (slow to compile) random initializers.
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), obs)
+    conv = (8 * 8 * 4 + 1) * 32 + (4 * 4 * 32 + 1) * 64 + (3 * 3 * 64 + 1) * 64
+    dense = (7 * 7 * 64 + 1) * 512 + (512 + 1) * 6
+    assert sum(x.size for x in jax.tree.leaves(shapes)) == conv + dense == 1_687_206
+    assert {(8, 8, 4, 32), (7 * 7 * 64, 512), (512, 6)} <= {
+        x.shape for x in jax.tree.leaves(shapes)
+    }
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.05, x.shape), x.dtype), shapes)
+    apply = jax.jit(lambda p, o: net.apply(p, o, capture_intermediates=True))
+    q, inter = apply(params, obs)
+    assert q.shape == (3, 6) and q.dtype == jnp.float32
+    # The first conv sees the pixels scaled to [0, 1], frames as NHWC channels.
+    first = inter["intermediates"]["Conv_0"]["__call__"][0]
+    kernel, bias = params["params"]["Conv_0"]["kernel"], params["params"]["Conv_0"]["bias"]
+    x = jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+    want = jax.lax.conv_general_dilated(
+        x, kernel, (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    assert first.shape == (3, 20, 20, 32)
+    np.testing.assert_allclose(first, want + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_reward_and_nature_constants():
+    r = jnp.array([-7.0, -0.5, 0.0, 0.2, 1.0, 30.0])
+    np.testing.assert_array_equal(atari.clip_reward(r), [-1, -1, 0, 1, 1, 1])
+    assert atari.NATURE_DQN["replay_size"] == 1_000_000 and atari.NATURE_DQN["lr"] == 2.5e-4
+
+
+def test_non_atari_id_is_rejected():
+    pytest.importorskip("ale_py")
+    with pytest.raises(ValueError, match="not an Atari"):
+        atari.make_atari_env("CartPole-v1")
+
+
+def test_missing_ale_py_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` raise
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[atari\]'"):
+        atari.make_atari_env("ALE/Pong-v5")
+
+
+@pytest.fixture(scope="module")
+def pong():
+    pytest.importorskip("ale_py")
+    env = atari.make_atari_env("ALE/Pong-v5")
+    yield env
+    env.close()
+
+
+def test_pong_observations_and_wrappers(pong):
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    assert pong.observation_space.shape == (4, 84, 84)
+    assert pong.observation_space.dtype == np.uint8
+    chain, env = [], pong
+    while hasattr(env, "env"):
+        chain.append(type(env).__name__)
+        env = env.env
+    # Nothing between the game and the agent touches rewards: returns are raw game scores.
+    assert "ClipReward" not in chain and "TransformReward" not in chain
+    assert isinstance(pong, FrameStackObservation) and isinstance(pong.env, AtariPreprocessing)
+    assert pong.unwrapped._frameskip == 1
+    assert pong.spec.kwargs["repeat_action_probability"] == 0.25  # the v5 default kept
+
+
+def test_reset_pads_with_the_reset_frame(pong):
+    obs, _ = pong.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert obs[-1].any()  # a real frame, not zero padding
+    for j in range(3):
+        np.testing.assert_array_equal(obs[j], obs[-1])
+    nxt, reward, *_ = pong.step(0)
+    np.testing.assert_array_equal(nxt[:3], obs[1:])
+    assert isinstance(reward, float)
+
+
+def test_pong_round_trip_through_frame_replay():
+    pytest.importorskip("ale_py")
+    import gymnasium as gym
+    from gymnasium.wrappers import TimeLimit
+
+    num_envs, steps, limit = 2, 200, 37  # truncations every 37 steps exercise final frames
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: TimeLimit(atari.make_atari_env("ALE/Pong-v5"), limit) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    replay = fr.frame_replay(2 * 300, 16, num_envs)
+    obs, _ = envs.reset(seed=1)
+    example = Transition(obs[0], np.int32(0), np.float32(0), obs[0], np.float32(0))
+    state = replay.init(example)
+    add = jax.jit(replay.add)
+    rng = np.random.default_rng(0)
+    stored = {}  # slot id -> the real transition
+    slot = np.zeros(num_envs, np.int64)
+    for _ in range(steps):
+        actions = rng.integers(0, envs.single_action_space.n, num_envs)
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        done = terminated | truncated
+        real_next = next_obs.copy()
+        for i in np.flatnonzero(done):
+            real_next[i] = info["final_obs"][i]
+        step = fr.FrameTransition(
+            obs, actions.astype(np.int32), reward.astype(np.float32), real_next,
+            terminated.astype(np.float32), done.astype(np.float32),
+        )  # fmt: skip
+        state = add(state, step)
+        for i in range(num_envs):
+            stored[int(slot[i]) * num_envs + i] = (obs[i], actions[i], reward[i], real_next[i])
+        slot += 1 + done
+        obs = next_obs
+    envs.close()
+    assert np.all(slot > steps) and np.all(slot < 300)  # episodes ended, no wrap
+    ids = np.flatnonzero(np.asarray(sumtree.priorities(state.tree)) > 0)
+    assert len(ids) == num_envs * (steps - 1)  # all but each column's newest step
+    got = jax.device_get(fr.gather(state, jnp.asarray(ids, jnp.int32), 4))
+    for j, i in enumerate(ids):
+        o, a, r, n = stored[int(i)]
+        np.testing.assert_array_equal(got.obs[j], o)
+        np.testing.assert_array_equal(got.next_obs[j], n)
+        assert got.action[j] == a and got.reward[j] == r
+
+
+def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
+    """The nature-dqn preset, shrunk to 240 agent steps, through the Gymnasium backend: learns
+    (finite loss), stores one frame per transition, writes the JAX backend's files."""
+    pytest.importorskip("ale_py")
+    from dqn_jax import gym_backend
+    from dqn_jax.config import from_preset
+
+    config = from_preset(
+        "nature-dqn",
+        total_steps=240,
+        learning_starts=120,
+        batch_size=4,
+        buffer_size=1_000,
+        target_period=80,
+        eps_duration=120,
+        num_chunks=2,
+        eval_episodes=1,
+    )
+    assert (config.network, config.optimizer, config.loss) == (
+        "nature_cnn",
+        "rmsprop_centered",
+        "huber",
+    )
+    result = gym_backend.train(config, tmp_path / "run", progress=False, echo=lambda s: None)
+    s = result.summary
+    for name in ("config.json", "episodes.csv", "metrics.jsonl", "evals.csv", "summary.json"):
+        assert (tmp_path / "run" / name).exists()
+    # One 84x84 frame is 7,056 bytes; four would be 28,224 (plus obs and next_obs: 56,448).
+    assert 7_056 <= s["replay_bytes_per_transition"] < 7_056 * 1.1
+    replay = result.state.replay
+    assert replay.frames.shape[-2:] == (84, 84) and replay.frames.dtype == np.uint8
+    assert int(replay.count.sum()) >= 240  # every agent step stored (plus final frames)
+    # Rewards are stored clipped; Pong's are already in {-1, 0, 1}.
+    assert set(np.unique(np.asarray(replay.reward))) <= {-1.0, 0.0, 1.0}
+    assert np.isfinite(result.state.metrics[0, 0])
+    # The greedy evaluation played one whole game: a raw Pong score in [-21, 21].
+    assert -21 <= s["final_eval_return_mean"] <= 21
