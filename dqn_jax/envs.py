@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from gymnax.environments import spaces
 
+from dqn_jax import rng
+
 # Ids we add on top of gymnax's registry: id -> (gymnax id, max_steps_in_episode override).
 _ALIASES = {"CartPole-v0": ("CartPole-v1", 200)}
 
@@ -103,7 +105,7 @@ def step(env_id: str, key: jax.Array, env_state: Any, actions: jax.Array) -> Env
     bootstraps from ``final_obs``. Where both hold, ``terminated`` wins (no bootstrap).
     """
     env, params = make_env(env_id)
-    keys = jax.random.split(key, actions.shape[0])
+    keys = rng.split(key, actions.shape[0])
     obs, state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
         keys, env_state, actions, params
     )

@@ -6,6 +6,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from dqn_jax import rng
+
 
 def exponential_epsilon(step, eps_min: float, eps_max: float, decay: float) -> jax.Array:
     """The notebook's schedule: ``eps_min + (eps_max - eps_min) * exp(-decay * step)``.
@@ -31,7 +33,7 @@ def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
     """
     chex.assert_rank(q_values, 2)
     n, num_actions = q_values.shape
-    k_coin, k_action = jax.random.split(key)
-    explore = jax.random.uniform(k_coin, (n,)) < epsilon
-    random_actions = jax.random.randint(k_action, (n,), 0, num_actions)
+    k_coin, k_action = rng.split(key)
+    explore = rng.uniform(k_coin, n) < epsilon
+    random_actions = rng.randint(k_action, n, num_actions)
     return jnp.where(explore, random_actions, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqn_jax import sumtree
+from dqn_jax import rng, sumtree
 from dqn_jax.per import INSERT_RULES, importance_weights, priority
 from dqn_jax.replay import Replay, Transition
 
@@ -337,7 +337,7 @@ def frame_replay(
             values = sumtree.stratified_values(key, batch_size, total)
         else:
             valid = jnp.round(total).astype(jnp.int32)
-            rank = jax.random.randint(key, (batch_size,), 0, jnp.maximum(valid, 1))
+            rank = rng.randint(key, batch_size, jnp.maximum(valid, 1))
             values = rank.astype(jnp.float32) + 0.5
         indices = sumtree.sample(state.tree, values)
         if prioritized:

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from dqn_jax import atari, losses, report
+from dqn_jax import atari, losses, report, rng
 from dqn_jax.agent import Learner, annealed_lr, make_optimizer, make_update, td_errors
 from dqn_jax.agent import update_target as blend_target
 from dqn_jax.config import Config, ConfigError
@@ -396,12 +396,11 @@ def make_host_agent(
 
     def iteration_randomness(key: jax.Array):
         """``(next key, update keys u32[upi, 2], plan uniforms f32[V, 2, N])`` from one
-        ``random_bits`` call (on a CPU each threefry call is a small XLA loop; a split is
-        threefry on counters, so these words are keys as good as a split's)."""
-        bits = jax.random.bits(key, (2 + 2 * upi + vspi * 2 * n,), jnp.uint32)
-        mantissa = (bits[2 + 2 * upi :] >> 9) | np.uint32(0x3F800000)  # [1, 2) as float32
-        uniforms = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
-        return bits[:2], bits[2 : 2 + 2 * upi].reshape(upi, 2), uniforms.reshape(vspi, 2, n)
+        threefry call, unrolled (:mod:`dqn_jax.rng`: on a CPU jax's own is a small XLA loop).
+        A split is threefry on counters, so these words are keys as good as a split's."""
+        words = rng.bits(key, 2 + 2 * upi + vspi * 2 * n)
+        uniforms = rng.unit_floats(words[2 + 2 * upi :]).reshape(vspi, 2, n)
+        return words[:2], words[2 : 2 + 2 * upi].reshape(upi, 2), uniforms
 
     def draw_plan(state: HostTrainState, uniforms, first_env_step) -> HostTrainState:
         """The exploration plan of the iteration whose first env step is ``first_env_step``."""

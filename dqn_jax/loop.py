@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dqn_jax import envs, exploration, losses
+from dqn_jax import envs, exploration, losses, rng
 from dqn_jax.agent import (
     Learner,
     UpdateMetrics,
@@ -222,9 +222,9 @@ def make_train(
         return jnp.abs(td)
 
     def env_step(state: TrainState, env_step_index, random_policy: bool, store: bool):
-        key, k_act, k_env = jax.random.split(state.key, 3)
+        key, k_act, k_env = rng.split(state.key, 3)
         if random_policy or not learns:
-            actions = jax.random.randint(k_act, (n_envs,), 0, spec.num_actions)
+            actions = rng.randint(k_act, n_envs, spec.num_actions)
         else:
             q = apply_fn(state.learner.params, state.obs)
             epsilon = epsilon_at(config, env_step_index, state.hyper)
@@ -258,7 +258,7 @@ def make_train(
         beta0, beta1 = hp(config, hyper, "per_beta0"), hp(config, hyper, "per_beta_final")
         beta = beta0 + (beta1 - beta0) * progress
         gamma, lr = hp(config, hyper, "gamma"), hp(config, hyper, "lr")
-        key, *update_keys = jax.random.split(state.key, upi + 1)
+        key, *update_keys = rng.split(state.key, upi + 1)
         first_index = (it - first_learning_iteration(config)) * upi
 
         def one_update(carry, xs):
@@ -322,7 +322,7 @@ def make_train(
         state, _ = jax.lax.while_loop(
             lambda carry: carry[1] < config.prefill_episodes, body, (state, jnp.int32(0))
         )
-        key, k_env = jax.random.split(state.key)
+        key, k_env = rng.split(state.key)
         obs, env_state = envs.reset(config.env, k_env, n_envs)
         return state._replace(
             env_state=env_state,

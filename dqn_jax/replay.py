@@ -27,6 +27,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from dqn_jax import rng
+
 
 class Transition(NamedTuple):
     """One transition (or a batch of them, with a shared leading dim).
@@ -110,7 +112,7 @@ def uniform_replay(capacity: int, batch_size: int) -> Replay:
 
     def sample(state: UniformState, key: jax.Array, beta=None):
         del beta
-        indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
+        indices = rng.randint(key, batch_size, jnp.maximum(state.size, 1))
         return indices, gather(state.data, indices), jnp.ones((batch_size,), jnp.float32)
 
     def update(state: UniformState, indices: jax.Array, abs_td: jax.Array) -> UniformState:

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from dqn_jax import rng
 
 DEFAULT_FANOUT = 4
 
@@ -302,59 +303,6 @@ def sample(tree: SumTree, values: jax.Array) -> jax.Array:
     return node
 
 
-# Threefry-2x32 (Salmon et al., 2011), as jax.random implements it: rotations and key schedule.
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_KEY_PARITY = np.uint32(0x1BD11BDA)
-
-
-def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
-    return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
-
-
-def _threefry_bits(key_data: jax.Array, n: int) -> jax.Array:
-    """``u32[n]``: ``jax.random.bits(key, (n,), uint32)`` for a threefry key, unrolled.
-
-    The same 20 rounds and key schedule as jax's ``threefry2x32`` on counters ``0 .. n-1``
-    (partitionable counters, JAX's default), written as plain elementwise ops. jax lowers
-    threefry on CPU to a rolled ``while`` loop of 5 iterations, several XLA operations each;
-    unrolled, it is one small fusion.
-    """
-    k0, k1 = key_data[0], key_data[1]
-    keys = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
-    x0 = jnp.zeros((n,), jnp.uint32) + keys[0]
-    x1 = jnp.arange(n, dtype=jnp.uint32) + keys[1]
-    for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotate_left(x1, r) ^ x0
-        x0 = x0 + keys[(i + 1) % 3]
-        x1 = x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
-    return x0 ^ x1
-
-
-def _uniform(key: jax.Array, n: int) -> jax.Array:
-    """``f32[n]`` in ``[0, 1)``: bit for bit ``jax.random.uniform(key, (n,))``, cheaper on CPU.
-
-    Threefry keys (typed or raw ``u32[2]``) under JAX's default partitionable counters take the
-    unrolled :func:`_threefry_bits`; any other key or setting falls back to
-    ``jax.random.uniform`` itself.
-    """
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    data = jax.random.key_data(key) if typed else key
-    threefry = (
-        data.shape == (2,)
-        and data.dtype == jnp.uint32
-        and (not typed or "threefry" in str(jax.random.key_impl(key)))
-        and jax.config.jax_threefry_partitionable
-    )
-    if not threefry:
-        return jax.random.uniform(key, (n,), jnp.float32)
-    bits = _threefry_bits(data, n)
-    # jax.random.uniform's conversion: 23 random mantissa bits under exponent 0, minus 1.
-    one_to_two = (bits >> np.uint32(9)) | np.uint32(0x3F800000)
-    return jax.lax.bitcast_convert_type(one_to_two, jnp.float32) - 1.0
-
-
 def stratified_values(key: jax.Array, batch_size: int, total_mass: jax.Array) -> jax.Array:
     """``f32[batch_size]``: value ``j`` is uniform in stratum ``[j, j+1) * total_mass / B``.
 
@@ -364,7 +312,7 @@ def stratified_values(key: jax.Array, batch_size: int, total_mass: jax.Array) ->
     """
     total_mass = jnp.asarray(total_mass, jnp.float32)
     chex.assert_rank(total_mass, 0)
-    u = _uniform(key, batch_size)
+    u = rng.uniform(key, batch_size)
     strata = jnp.arange(batch_size, dtype=jnp.float32)
     values = (strata + u) * (total_mass / batch_size)
     return jnp.minimum(values, jnp.nextafter(total_mass, jnp.float32(0)))

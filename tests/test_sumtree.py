@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dqn_jax import sumtree
+from dqn_jax import rng, sumtree
 
 # Compiled once per shape; hypothesis draws shapes from small fixed sets to keep this fast.
 update = jax.jit(sumtree.update)
@@ -303,6 +303,12 @@ def test_stratified_uniforms_are_jax_random_uniform_bit_for_bit():
     batched = jax.jit(jax.vmap(lambda k: sumtree.stratified_values(k, batch, total)))(split)
     for key, got in zip(split, np.asarray(batched), strict=True):
         np.testing.assert_array_equal(got, expected(key))
+    # dqn_jax.rng.bits is jax.random.bits word for word, for any length.
+    for n in (1, 2, 7, 64, 1001):
+        for key in keys:
+            np.testing.assert_array_equal(
+                np.asarray(rng.bits(key, n)), np.asarray(jax.random.bits(key, (n,), jnp.uint32))
+            )
     # The point of unrolling: no threefry primitive (a rolled while loop on CPU) is left.
     jaxpr = str(jax.make_jaxpr(lambda k: sumtree.stratified_values(k, batch, total))(keys[0]))
     assert "threefry" not in jaxpr and "while" not in jaxpr

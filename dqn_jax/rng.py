@@ -1,0 +1,110 @@
+"""Random numbers without XLA:CPU's rolled threefry loop, bit for bit ``jax.random``'s.
+
+On a CPU, jax lowers each threefry call to a ``while`` loop of 5 iterations of several small
+XLA operations; in the host loop's per-iteration program and in the sum tree's sampling that
+loop cost more than the rest of the work (measured: 1.5 against 0.2 us per stratified sample
+in :mod:`dqn_jax.sumtree`). :func:`bits` and :func:`uniform` compute the same numbers as
+``jax.random.bits`` / ``jax.random.uniform`` with the 20 rounds written out as elementwise
+operations (one small fusion); keys of another kind, or a JAX configured without
+partitionable threefry, fall back to ``jax.random`` itself. ``tests/test_sumtree.py`` checks
+the numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Threefry-2x32 (Salmon et al., 2011), as jax.random implements it: rotations and key schedule.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_KEY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
+    return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
+
+
+def _threefry_pair(key_data: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """``(u32[n], u32[n])``: jax's ``threefry2x32`` of key ``key_data u32[2]`` on the 64-bit
+    counters ``0 .. n-1`` (partitionable counters, JAX's default), unrolled.
+
+    The same 20 rounds and key schedule, written as plain elementwise ops. jax lowers threefry
+    on CPU to a rolled ``while`` loop of 5 iterations, several XLA operations each; unrolled,
+    it is one small fusion.
+    """
+    k0, k1 = key_data[0], key_data[1]
+    keys = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
+    x0 = jnp.zeros((n,), jnp.uint32) + keys[0]
+    x1 = jnp.arange(n, dtype=jnp.uint32) + keys[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, r) ^ x0
+        x0 = x0 + keys[(i + 1) % 3]
+        x1 = x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def _raw_threefry_key(key: jax.Array) -> jax.Array | None:
+    """The ``u32[2]`` data of a threefry key under partitionable counters, else ``None``."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    threefry = (
+        data.shape == (2,)
+        and data.dtype == jnp.uint32
+        and (not typed or "threefry" in str(jax.random.key_impl(key)))
+        and jax.config.jax_threefry_partitionable
+    )
+    return data if threefry else None
+
+
+def bits(key: jax.Array, n: int) -> jax.Array:
+    """``u32[n]``: exactly ``jax.random.bits(key, (n,), jnp.uint32)``."""
+    data = _raw_threefry_key(key)
+    if data is None:
+        return jax.random.bits(key, (n,), jnp.uint32)
+    x0, x1 = _threefry_pair(data, n)
+    return x0 ^ x1
+
+
+def unit_floats(words: jax.Array) -> jax.Array:
+    """``f32`` in ``[0, 1)`` from ``u32`` words, as ``jax.random.uniform`` converts them: 23
+    random mantissa bits under exponent 0, minus 1."""
+    one_to_two = (words >> np.uint32(9)) | np.uint32(0x3F800000)
+    return jax.lax.bitcast_convert_type(one_to_two, jnp.float32) - 1.0
+
+
+def uniform(key: jax.Array, n: int) -> jax.Array:
+    """``f32[n]`` in ``[0, 1)``: exactly ``jax.random.uniform(key, (n,))``."""
+    if _raw_threefry_key(key) is None:
+        return jax.random.uniform(key, (n,), jnp.float32)
+    return unit_floats(bits(key, n))
+
+
+def split(key: jax.Array, n: int = 2) -> jax.Array:
+    """``n`` keys: exactly ``jax.random.split(key, n)`` (raw ``u32[n, 2]`` for a raw key)."""
+    data = _raw_threefry_key(key)
+    if data is None or jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.split(key, n)
+    return jnp.stack(_threefry_pair(data, n), axis=-1)
+
+
+def randint(key: jax.Array, n: int, maxval: jax.Array) -> jax.Array:
+    """``i32[n]`` in ``[0, maxval)``: exactly ``jax.random.randint(key, (n,), 0, maxval)``
+    (``maxval`` an ``int32`` scalar, may be traced; ``maxval <= 0`` gives zeros).
+
+    jax's method: two 32-bit words per value, combined modulo ``maxval``, so the bias of a
+    non-power-of-two range is about ``maxval**2 / 2**64`` (nil for any buffer size).
+    """
+    data = _raw_threefry_key(key)
+    if data is None:
+        return jax.random.randint(key, (n,), 0, maxval)
+    maxval = jnp.asarray(maxval, jnp.int32)
+    k1, k2 = _threefry_pair(data, 2)  # jax.random.split(key): keys (k1[i], k2[i])
+    higher, lower = bits(jnp.stack([k1[0], k2[0]]), n), bits(jnp.stack([k1[1], k2[1]]), n)
+    span = jnp.where(maxval <= 0, 1, maxval).astype(jnp.uint32)
+    multiplier = jnp.uint32(2**16) % span
+    multiplier = (multiplier * multiplier) % span  # 2**32 mod span
+    offset = ((higher % span) * multiplier + lower % span) % span
+    return offset.astype(jnp.int32)
