@@ -28,6 +28,16 @@ from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
         ({"learning_starts": 10, "batch_size": 64}, r"learning_starts=10 .*>= batch_size \(64\)"),
         ({"hidden_sizes": (64, 0)}, r"hidden_sizes=\(64, 0\)"),
         ({"num_seeds": 0}, r"num_seeds=0 is invalid: must be >= 1"),
+        ({"network": "nature_cnn"}, r"network='nature_cnn' is invalid: needs backend='gymnasium'"),
+        (
+            {"network": "nature_cnn", "env": "CartPole-v1", "backend": "gymnasium"},
+            r"network='nature_cnn' .*\[C, H, W\] .*gives \[4\]",
+        ),
+        ({"terminal_on_life_loss": True}, r"terminal_on_life_loss=True .*only applies to ALE/"),
+        (
+            {"optimizer": "sgd"},
+            r"optimizer='sgd' is invalid: must be one of adam, rmsprop, rmsprop_c",
+        ),
         ({"per_beta0": 2.0}, r"per_beta0=2\.0"),
         ({"loss": "l1"}, r"loss='l1' is invalid: must be one of squared, pseudo_huber, huber"),
     ],
@@ -57,3 +67,26 @@ def test_presets_are_valid_and_derived_counts():
     assert (c.vector_steps_per_iteration, c.updates_per_iteration) == (1, 4)
     with pytest.raises(ConfigError, match="preset='nope'"):
         from_preset("nope")
+
+
+def test_rmsprop_centered_is_optax_centered_rmsprop():
+    """Nature DQN's RMSProp: our direction times the rate equals optax.rmsprop(centered=True)."""
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from dqn_jax.agent import make_optimizer
+
+    ours, ref = (
+        make_optimizer("rmsprop_centered", 0.0),
+        optax.rmsprop(2.5e-4, decay=0.95, eps=0.01, centered=True),
+    )
+    params = {"w": jnp.ones((3,)), "b": jnp.zeros((2,))}
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        grads = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+        d, s_ours = ours.update(grads, s_ours, params)
+        u, s_ref = ref.update(grads, s_ref, params)
+        for k in params:
+            np.testing.assert_allclose(-2.5e-4 * d[k], u[k], rtol=1e-6, atol=1e-12)
