@@ -161,7 +161,7 @@ def make_vector_env(env_id: str, num_envs: int, **env_kwargs):
     """``num_envs`` copies of ``env_id`` with same-step autoreset (the final observation of an
     ended episode is in ``info["final_obs"]``): a :class:`dqn_jax.vector_env.SameStepVectorEnv`,
     which returns what ``gymnasium.vector.SyncVectorEnv`` with ``AutoresetMode.SAME_STEP`` does,
-    at a third of its cost per step on CartPole."""
+    at about half its cost per step on CartPole."""
     return SameStepVectorEnv([lambda: make_env(env_id, **env_kwargs) for _ in range(num_envs)])
 
 

@@ -6,8 +6,8 @@ returns (``tests/test_gym_backend.py`` checks it step by step against it): where
 ends, ``step`` gives the *reset* observation and puts the episode's true final observation in
 ``info["final_obs"]`` (mask ``info["_final_obs"]``); ``reset(seed=s)`` seeds env ``i`` with
 ``s + i``. Why not SyncVectorEnv itself: on CartPole it measured ~30 us per step against ~10 us
-for the bare environment (space checks, info dictionaries and copies on every step), which was
-a third of the Gymnasium backend's time per env step.
+for the bare environment (space checks, info dictionaries and copies on every step), a third
+of the Gymnasium backend's time per env step then; this one measured ~13-16 us in the loop.
 """
 
 from __future__ import annotations
