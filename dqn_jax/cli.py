@@ -65,6 +65,12 @@ def parse_train_args(
         default = base if base is not None and not preset_given else from_preset(options.preset)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    # A resolved default backend ("jax" for CartPole) must not stick to another --env: unless
+    # the flags, the preset or a resumed run fix one, the new env picks it ("auto").
+    backend_given = any(a == "--backend" or a.startswith("--backend=") for a in rest)
+    fixed = "backend" in PRESETS.get(options.preset, {}) or (base is not None and not preset_given)
+    if not backend_given and not fixed:
+        rest = [*rest, "--backend", "auto"]
     try:
         config = tyro.cli(
             Config,

@@ -395,3 +395,14 @@ def test_gymnax_cartpole_matches_gymnasium_step_by_step():
     assert episodes >= 10  # many episodes, each compared from its first step to its end
     assert env_spec("CartPole-v0").max_episode_steps == 200
     assert gb.gymnasium_env_spec("CartPole-v0").max_episode_steps == 200
+
+
+def test_cli_sends_a_gymnasium_only_id_to_the_gymnasium_backend():
+    from dqn_jax.cli import parse_train_args
+
+    config, _ = parse_train_args(["--env", COUNTER_ID])  # default preset: CartPole on JAX
+    assert config.backend == "gymnasium"
+    assert parse_train_args(["--env", "Acrobot-v1"])[0].backend == "jax"
+    assert parse_train_args(["--preset", "cleanrl-cartpole"])[0].backend == "gymnasium"
+    forced = parse_train_args(["--env", "CartPole-v1", "--backend", "gymnasium"])[0]
+    assert forced.backend == "gymnasium"
