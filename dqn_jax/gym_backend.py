@@ -395,12 +395,11 @@ def make_host_agent(
         return act_from_plan(apply_flat(flat_params, obs), plan[(env_step // n) % vspi])
 
     def iteration_randomness(key: jax.Array):
-        """``(next key, update keys u32[upi, 2], plan uniforms f32[V, 2, N])`` from one
-        threefry call, unrolled (:mod:`dqn_jax.rng`: on a CPU jax's own is a small XLA loop).
-        A split is threefry on counters, so these words are keys as good as a split's."""
-        words = rng.bits(key, 2 + 2 * upi + vspi * 2 * n)
-        uniforms = rng.unit_floats(words[2 + 2 * upi :]).reshape(vspi, 2, n)
-        return words[:2], words[2 : 2 + 2 * upi].reshape(upi, 2), uniforms
+        """``(next key, update keys u32[upi, 2], plan uniforms f32[V, 2, N])``: a split and a
+        draw, with :mod:`dqn_jax.rng` (jax.random's numbers; on a CPU jax's own threefry is
+        a small XLA loop per call, which cost more than the rest of a store-only iteration)."""
+        keys = rng.split(key, 2 + upi)
+        return keys[0], keys[2:], rng.uniform(keys[1], vspi * 2 * n).reshape(vspi, 2, n)
 
     def draw_plan(state: HostTrainState, uniforms, first_env_step) -> HostTrainState:
         """The exploration plan of the iteration whose first env step is ``first_env_step``."""

@@ -68,7 +68,7 @@ def bits(key: jax.Array, n: int) -> jax.Array:
     return x0 ^ x1
 
 
-def unit_floats(words: jax.Array) -> jax.Array:
+def _unit_floats(words: jax.Array) -> jax.Array:
     """``f32`` in ``[0, 1)`` from ``u32`` words, as ``jax.random.uniform`` converts them: 23
     random mantissa bits under exponent 0, minus 1."""
     one_to_two = (words >> np.uint32(9)) | np.uint32(0x3F800000)
@@ -79,7 +79,7 @@ def uniform(key: jax.Array, n: int) -> jax.Array:
     """``f32[n]`` in ``[0, 1)``: exactly ``jax.random.uniform(key, (n,))``."""
     if _raw_threefry_key(key) is None:
         return jax.random.uniform(key, (n,), jnp.float32)
-    return unit_floats(bits(key, n))
+    return _unit_floats(bits(key, n))
 
 
 def split(key: jax.Array, n: int = 2) -> jax.Array:
