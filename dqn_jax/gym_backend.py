@@ -81,11 +81,17 @@ EVAL_MAX_STEPS = 108_000
 @cache
 def is_atari(env_id: str) -> bool:
     """Whether ``env_id`` gets the Atari setup (:mod:`dqn_jax.atari` preprocessing, the frame
-    replay): every ``ALE/...`` id, and any other id ale-py registers when it is installed."""
+    replay): every ``ALE/...`` id, and any other id ale-py registers when it is installed.
+    An id Gymnasium already knows is answered from its registry, without importing ale-py."""
+    import gymnasium as gym
+
     if env_id.startswith("ALE/"):
         return True
+    spec = gym.registry.get(env_id)
+    if spec is not None:
+        return spec.entry_point == atari.ALE_ENTRY_POINT
     try:
-        return atari.is_atari_id(env_id)
+        return atari.is_atari_id(env_id)  # registers ale-py's ids, then looks
     except ImportError:
         return False
 
