@@ -25,19 +25,19 @@ def filled_state(config):
     """The run's initial train state (seed-sharded) with random replay contents."""
     import jax
 
-    from dqn_jax.loop import make_train
+    from dqn_jax.device_loop import make_train
     from dqn_jax.run import seed_keys, seed_sharding
 
     shard = seed_sharding(config.num_seeds)
     state = jax.jit(jax.vmap(make_train(config).init), out_shardings=shard)(seed_keys(config))
-    leaves, treedef = jax.tree.flatten(state.replay)
+    leaves, treedef = jax.tree.flatten(state.agent.replay)
     keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
     noisy = [
         jax.random.uniform(k, x.shape, minval=0, maxval=2).astype(x.dtype)
         for k, x in zip(keys, leaves, strict=True)
     ]
     replay = jax.device_put(jax.tree.unflatten(treedef, noisy), shard)
-    return state._replace(replay=replay), shard
+    return state._replace(agent=state.agent._replace(replay=replay)), shard
 
 
 def measure(name: str, config, repeats: int) -> dict:

@@ -7,7 +7,7 @@ steps), next to a CleanRL-style host loop measured on the same machine in the sa
 
 Rows:
 
-- ``dqn-jax gymnasium``: ``dqn_jax.gym_backend.train`` on the preset; one jitted call per env
+- ``dqn-jax gymnasium``: ``dqn_jax.host_loop.train`` on the preset; at most one jitted call per env
   step (summary's ``dispatches_per_vector_step``).
 - ``CleanRL-style loop``: the structure of CleanRL's dqn_jax.py, written here from its
   description (not its code): a jitted Q forward per step, a host (numpy) replay buffer, a
@@ -43,7 +43,7 @@ PRESET = "cleanrl-cartpole"
 def backend_row(total_steps: int | None) -> dict:
     """Run the preset with the gymnasium backend in this process and return its row."""
     from dqn_jax.config import from_preset
-    from dqn_jax.gym_backend import train
+    from dqn_jax.host_loop import train
 
     overrides = {"total_steps": total_steps} if total_steps else {}
     config = from_preset(PRESET, **overrides)

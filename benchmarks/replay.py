@@ -61,8 +61,9 @@ def transitions(n: int, key: jax.Array) -> Transition:
         obs=obs,
         action=jnp.zeros((n,), jnp.int32),
         reward=jax.random.uniform(k_rew, (n,), jnp.float32),
+        discount=jnp.full((n,), 0.99, jnp.float32),
         next_obs=obs + 1.0,
-        terminated=jnp.zeros((n,), jnp.float32),
+        last=jnp.zeros((n,), jnp.float32),
     )
 
 
@@ -223,7 +224,7 @@ def loop_iteration_us(
     stays meaningful on a shared machine.
     """
     from dqn_jax.config import from_preset
-    from dqn_jax.loop import make_train
+    from dqn_jax.device_loop import make_train
     from dqn_jax.run import seed_keys
 
     runs = {}

@@ -1,8 +1,27 @@
-"""The whole DQN update: TD errors, loss, one gradient step, target-network update.
+"""The agent core: acting, storing, learning and their schedules, once, for both drivers.
 
-The variant-specific pieces are passed in as functions (``target_fn`` from
-:mod:`dqn_jax.targets`, ``loss_fn`` from :mod:`dqn_jax.losses`, a :class:`~dqn_jax.replay.Replay`),
-so simple DQN, DQN, Double DQN and PER all run through :func:`make_update` unchanged.
+Everything here runs on the device as pure functions over an :class:`AgentState` (one run;
+``vmap`` adds a seed axis). A driver owns the environments and calls, per loop *iteration*
+(``V = vector_steps_per_iteration`` steps of the ``N = num_envs`` environments)::
+
+    state = agent.begin_iteration(state, first_env_step)    # draw the iteration's exploration
+    for j in range(V):                                       # the driver's environments
+        actions = agent.act(state, obs, j)
+        ... step the environments, record EnvSteps ...
+    state = agent.end_iteration(state, steps, done_steps, learn, copy_target)
+                                      # store the V*N transitions, learn, update the target
+
+The JAX driver (:mod:`dqn_jax.device_loop`) scans this with gymnax inside the program; the host
+driver (:mod:`dqn_jax.host_loop`) steps Gymnasium environments in Python and jits the same
+calls. ``learn`` and ``copy_target`` come from :func:`learning_due` and :func:`target_due`:
+traced (unbatched) scalars in the JAX driver, where they become a real ``lax.cond``, Python
+bools in the host driver, which compiles one program per combination.
+
+The swap points are explicit arguments of :func:`make_agent`: ``network`` (any flax module),
+``head`` (what the output means and its loss, :mod:`dqn_jax.heads`), ``replay``
+(:mod:`dqn_jax.replay`, :mod:`dqn_jax.per`, :mod:`dqn_jax.frame_replay`), ``returns``
+(:mod:`dqn_jax.returns`: one-step or an accumulator such as n-step) and ``epsilon`` (the
+exploration schedule).
 """
 
 from __future__ import annotations
@@ -11,117 +30,353 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from dqn_jax.replay import Replay, Transition
+from dqn_jax import exploration, losses, rng
+from dqn_jax.config import Config
+from dqn_jax.envs import EnvSpec
+from dqn_jax.exploration import act_from_plan, exploration_plan
+from dqn_jax.heads import Head, scalar_head
+from dqn_jax.learner import (
+    Learner,
+    annealed_lr,
+    loss_terms,
+    make_optimizer,
+    make_update,
+    update_target,
+)
+from dqn_jax.networks import make_network
+from dqn_jax.replay import Replay, Transition, example_transition, uniform_replay
+from dqn_jax.returns import Returns, one_step
+from dqn_jax.variants import VARIANTS
+
+EVAL_STREAM = 0x5EED
+"""Evaluation draws from its own stream (key ``fold_in(run key, EVAL_STREAM)``, host
+environments seeded from it), so evaluating never changes training."""
+
+# Config fields a sweep may vary per run inside one compiled program (traced f32 scalars).
+SWEEPABLE = (
+    "lr",
+    "gamma",
+    "eps_start",
+    "eps_end",
+    "eps_duration",
+    "eps_decay",
+    "tau",
+    "target_period",
+    "per_beta0",
+    "per_beta_final",
+)
 
 
-class Learner(NamedTuple):
-    """Everything the update changes besides the replay."""
+class EnvSteps(NamedTuple):
+    """What a driver saw over one iteration, ``[V, N, ...]`` (time-major) each."""
 
-    params: Any
-    target_params: Any
-    opt_state: Any
-
-
-class UpdateMetrics(NamedTuple):
-    loss: jax.Array  # f32[], weighted mean loss of the batch
-    q_mean: jax.Array  # f32[], mean Q(s, a) of the batch
+    obs: jax.Array  # [V, N, *obs_shape], the observation acted on
+    action: jax.Array  # i32[V, N]
+    reward: jax.Array  # f32[V, N], raw
+    next_obs: jax.Array  # [V, N, *obs_shape], the true next one (an ended episode's final obs)
+    terminated: jax.Array  # f32[V, N], 1.0 = terminal (no bootstrap)
+    done: jax.Array  # f32[V, N], 1.0 = the episode ended (terminated or truncated)
 
 
-def td_errors(params, target_params, batch: Transition, apply_fn, target_fn, gamma):
-    """``(td f32[B], q_sa f32[B])`` with ``td = stop_grad(target) - Q(s, a)``.
+class AgentState(NamedTuple):
+    """Everything of one run the agent changes."""
 
-    Network outputs a variant does not use (the online ``Q(s', .)`` in DQN, the target net in
-    simple DQN) are removed by XLA, so every variant pays only for what its target reads.
+    learner: Learner
+    replay: Any
+    returns: Any  # the returns accumulator's state (None for one-step returns)
+    plan: jax.Array  # i32[V, N]: this iteration's random action, or -1 = act greedily
+    stats: jax.Array  # f32[4] since reset_stats: loss sum, Q sum, iterations learned, non-finite
+    key: jax.Array
+    hyper: dict  # swept hyperparameters of this run: name -> f32[] (empty without a sweep)
+
+
+class Agent(NamedTuple):
+    """The pure functions of one agent (see the module doc); built by :func:`make_agent`."""
+
+    config: Config
+    spec: EnvSpec
+    apply_fn: Callable  # (params, obs [B, *obs_shape]) -> network output [B, ...]
+    init: Callable[..., AgentState]  # (key, hyper=None) -> AgentState
+    q_values: Callable[[Any, jax.Array], jax.Array]  # (params, obs [N, ...]) -> f32[N, A]
+    greedy: Callable[[Any, jax.Array], jax.Array]  # (params, obs [N, ...]) -> i32[N]
+    act: Callable[[AgentState, jax.Array, Any], jax.Array]  # (state, obs, j) -> i32[N]
+    begin_iteration: Callable[[AgentState, Any], AgentState]
+    store: Callable[[AgentState, EnvSteps, Any], AgentState]
+    end_iteration: Callable[..., AgentState]
+    restart_returns: Callable[[AgentState], AgentState]  # forget pending steps (envs were reset)
+    unravel: Callable | None  # flat parameter vector -> the network's pytree (flat_params only)
+
+
+# ----------------------------------------------------------------------------- schedules
+# Pure functions of the config and an env-step count; Python ints in, Python values out on the
+# host, traced scalars in, traced scalars out on the device: both drivers use these.
+
+
+def hp(config: Config, hyper: dict | None, name: str):
+    """The run's value of hyperparameter ``name``: traced if swept, else the config's constant."""
+    return hyper[name] if hyper and name in hyper else getattr(config, name)
+
+
+def epsilon_at(config: Config, env_step, hyper: dict | None = None) -> jax.Array:
+    """Exploration epsilon after ``env_step`` env steps of this run (1 for the random agent)."""
+    if config.variant == "random":
+        return jnp.float32(1.0)
+    start, end = hp(config, hyper, "eps_start"), hp(config, hyper, "eps_end")
+    if config.exploration == "exponential":
+        return exploration.exponential_epsilon(env_step, end, start, hp(config, hyper, "eps_decay"))
+    return exploration.linear_epsilon(env_step, start, end, hp(config, hyper, "eps_duration"))
+
+
+def beta_at(config: Config, done_steps, hyper: dict | None = None):
+    """PER importance-sampling exponent after ``done_steps`` env steps: linear from
+    ``per_beta0`` to ``per_beta_final`` over the run."""
+    progress = jnp.minimum(done_steps / config.total_steps, 1.0)
+    beta0, beta1 = hp(config, hyper, "per_beta0"), hp(config, hyper, "per_beta_final")
+    return beta0 + (beta1 - beta0) * progress
+
+
+def first_learning_iteration(config: Config) -> int:
+    """Index of the first iteration that ends with a gradient update."""
+    return max(-(-config.learning_starts // config.env_steps_per_iteration), 1) - 1
+
+
+def num_updates(config: Config) -> int:
+    """Gradient updates in the whole run (for learning-rate annealing)."""
+    iterations = max(config.num_iterations - first_learning_iteration(config), 0)
+    return iterations * config.updates_per_iteration
+
+
+def learning_due(config: Config, done_steps):
+    """Whether the iteration that ends after ``done_steps`` env steps learns."""
+    return VARIANTS[config.variant].target_fn is not None and done_steps >= config.learning_starts
+
+
+def target_due(config: Config, done_steps, hyper: dict | None = None):
+    """Whether the iteration that ends after ``done_steps`` env steps updates the target net:
+    the env-step count crossed a multiple of ``target_period`` during it."""
+    if not VARIANTS[config.variant].uses_target_net:
+        return False
+    period = hp(config, hyper, "target_period")
+    return done_steps // period != (done_steps - config.env_steps_per_iteration) // period
+
+
+def first_update_index(config: Config, done_steps):
+    """Index (over the run) of the first gradient update of the iteration ending after
+    ``done_steps`` env steps."""
+    iteration = done_steps // config.env_steps_per_iteration - 1
+    return (iteration - first_learning_iteration(config)) * config.updates_per_iteration
+
+
+def maybe(predicate, fn: Callable, state):
+    """``fn(state)`` if ``predicate`` else ``state``: a Python test for a Python bool, else a
+    ``lax.cond`` (a real branch while ``predicate`` is unbatched)."""
+    if isinstance(predicate, bool | np.bool_):
+        return fn(state) if predicate else state
+    return jax.lax.cond(predicate, fn, lambda s: s, state)
+
+
+# ----------------------------------------------------------------------------- the agent
+
+
+def default_replay(config: Config) -> Replay:
+    """The variant's replay (uniform or prioritized) with the config's sizes."""
+    if VARIANTS[config.variant].replay == "prioritized":
+        from dqn_jax.per import prioritized_replay
+
+        return prioritized_replay(
+            config.buffer_size,
+            config.batch_size,
+            alpha=config.per_alpha,
+            eps=config.per_eps,
+            priority_on_insert=config.per_priority_on_insert,
+        )
+    return uniform_replay(config.buffer_size, config.batch_size)
+
+
+def make_agent(
+    config: Config,
+    spec: EnvSpec,
+    *,
+    network: nn.Module | None = None,
+    head: Head | None = None,
+    target_fn: Callable | None = None,
+    loss_fn: Callable | None = None,
+    replay: Replay | None = None,
+    returns: Returns | None = None,
+    epsilon: Callable | None = None,
+    obs_dtype=jnp.float32,
+    flat_params: bool = False,
+) -> Agent:
+    """The agent of ``config`` on an environment with ``spec``; every argument after ``spec``
+    replaces the config's choice (how experiment scripts compose their own agents):
+
+    - ``network``: a flax module ``obs [B, *obs_shape] -> output [B, ...]`` (default: the
+      config's MLP or Nature CNN).
+    - ``head``: a :class:`~dqn_jax.heads.Head` (default ``scalar_head(target_fn, loss_fn)``,
+      those defaulting to the variant's target and the config's loss).
+    - ``replay``: any :class:`~dqn_jax.replay.Replay` (default: the variant's).
+    - ``returns``: a :class:`~dqn_jax.returns.Returns` (default: one-step).
+    - ``epsilon``: ``(env_step, hyper) -> f32[]`` (default: :func:`epsilon_at` of the config).
+
+    ``obs_dtype``: the dtype observations are stored in (uint8 for frames). ``flat_params``
+    keeps the parameters as one flat vector (fewer buffers per call: the host driver's choice);
+    ``unravel`` gives the pytree back.
     """
-    batch_size = batch.action.shape[0]
-    chex.assert_shape([batch.action, batch.reward, batch.terminated], (batch_size,))
-    q = apply_fn(params, batch.obs)
-    q_next_online = apply_fn(params, batch.next_obs)
-    q_next_target = apply_fn(target_params, batch.next_obs)
-    discount = gamma * (1.0 - batch.terminated)
-    target = target_fn(q_next_online, q_next_target, batch.reward, discount)
-    q_sa = jnp.take_along_axis(q, batch.action[:, None], axis=-1)[:, 0]
-    return jax.lax.stop_gradient(target) - q_sa, q_sa
+    variant = VARIANTS[config.variant]
+    learns = variant.target_fn is not None
+    network = network or make_network(config, spec.num_actions, spec.obs_shape)
+    if head is None:
+        loss_fn = loss_fn or losses.LOSSES[config.loss]
+        head = scalar_head(target_fn or variant.target_fn, loss_fn)  # random: never trained
+    replay = replay or default_replay(config)
+    returns = returns or one_step()
+    epsilon = epsilon or (lambda step, hyper: epsilon_at(config, step, hyper))
+    example_obs = jnp.zeros((1, *spec.obs_shape), obs_dtype)
+    unravel = None
+    apply_fn = network.apply
+    if flat_params:
+        shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), example_obs)
+        _, unravel = ravel_pytree(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+        apply_fn = lambda flat, obs: network.apply(unravel(flat), obs)  # noqa: E731
+    optimizer = make_optimizer(config.optimizer, config.max_grad_norm)
+    update = make_update(apply_fn, optimizer, replay, head)
+    total_updates = num_updates(config)
+    n, upi, vspi = config.num_envs, config.updates_per_iteration, config.vector_steps_per_iteration
 
-
-def make_update(
-    apply_fn: Callable,
-    optimizer: optax.GradientTransformation,
-    replay: Replay,
-    target_fn: Callable,
-    loss_fn: Callable,
-) -> Callable:
-    """``update(learner, replay_state, key, beta, gamma, lr) -> (learner, replay_state, metrics)``.
-
-    One gradient step on a replay sample: loss = mean over the batch of
-    ``is_weight * loss_fn(td)``; ``params <- params - lr * direction`` where ``optimizer`` gives
-    the direction (see :func:`make_optimizer`); the sampled items' priorities get ``|td|``
-    (a no-op for uniform replay). ``beta``, ``gamma`` and ``lr`` may be traced per run (sweeps).
-    """
-
-    def loss_of(params, target_params, batch, weights, gamma):
-        td, q_sa = td_errors(params, target_params, batch, apply_fn, target_fn, gamma)
-        return jnp.mean(weights * loss_fn(td)), (td, q_sa)
-
-    def update(learner: Learner, replay_state, key, beta, gamma, lr):
-        indices, batch, weights = replay.sample(replay_state, key, beta)
-        grads, (td, q_sa) = jax.grad(loss_of, has_aux=True)(
-            learner.params, learner.target_params, batch, weights, gamma
-        )
-        direction, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
-        params = jax.tree.map(lambda p, d: p - lr * d, learner.params, direction)
-        replay_state = replay.update(replay_state, indices, jnp.abs(td))
-        loss = jnp.mean(weights * loss_fn(td))
-        return (
-            Learner(params, learner.target_params, opt_state),
-            replay_state,
-            UpdateMetrics(loss, jnp.mean(q_sa)),
+    def init(key: jax.Array, hyper: dict | None = None) -> AgentState:
+        k_net, k_run = jax.random.split(key)
+        params = network.init(k_net, example_obs)
+        if flat_params:
+            params, _ = ravel_pytree(params)
+        example = example_transition(example_obs[0])
+        batch_example = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), x.dtype), example)
+        return AgentState(
+            learner=Learner(params, params, optimizer.init(params)),
+            replay=replay.init(example),
+            returns=returns.init(batch_example),
+            plan=jnp.zeros((vspi, n), jnp.int32),
+            stats=jnp.zeros((4,), jnp.float32),
+            key=k_run,
+            hyper=hyper or {},
         )
 
-    return update
+    def q_values(params, obs: jax.Array) -> jax.Array:
+        return head.q_values(apply_fn(params, obs.astype(obs_dtype)))
 
+    def greedy(params, obs: jax.Array) -> jax.Array:
+        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
 
-def update_target(learner: Learner, tau) -> Learner:
-    """``target <- tau * online + (1 - tau) * target``; a Python ``tau == 1`` copies exactly."""
-    if isinstance(tau, float | int) and tau == 1.0:
-        target = learner.params
-    else:
-        target = optax.incremental_update(learner.params, learner.target_params, tau)
-    return learner._replace(target_params=target)
+    def act(state: AgentState, obs: jax.Array, j) -> jax.Array:
+        """Actions ``i32[N]`` for ``obs [N, *obs_shape]`` at step ``j`` of the iteration."""
+        if not learns:
+            return state.plan[j]
+        return act_from_plan(q_values(state.learner.params, obs), state.plan[j])
 
+    def begin_iteration(state: AgentState, first_env_step) -> AgentState:
+        """Draw the exploration plan of the iteration whose first env step is given."""
+        key, k_plan = rng.split(state.key)
+        uniforms = rng.uniform(k_plan, vspi * 2 * n).reshape(vspi, 2, n)
+        eps = jax.vmap(lambda i: epsilon(first_env_step + i * n, state.hyper))(jnp.arange(vspi))
+        plan = exploration_plan(uniforms, jnp.asarray(eps, jnp.float32), spec.num_actions)
+        return state._replace(plan=plan, key=key)
 
-def make_optimizer(name: str, max_grad_norm: float) -> optax.GradientTransformation:
-    """The update *direction* of Adam, of TF1-style RMSProp (the notebook's) or of Nature DQN's
-    centered RMSProp, optionally after global-norm clipping. The caller multiplies it by the
-    (possibly annealed, possibly traced) learning rate, so ``p - lr * direction`` is exactly
-    that optimizer with that rate."""
-    if name == "adam":
-        opt = optax.scale_by_adam()
-    elif name == "rmsprop":
-        # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
-        opt = optax.scale_by_rms(decay=0.9, eps=1e-10, initial_scale=1.0)
-    elif name == "rmsprop_centered":
-        # Nature DQN's RMSProp: E[g] and E[g^2] with decay 0.95, 0.01 inside the sqrt.
-        opt = optax.scale_by_stddev(decay=0.95, eps=0.01, eps_in_sqrt=True)
-    else:
-        raise ValueError(
-            f"optimizer={name!r} is unknown: must be adam, rmsprop or rmsprop_centered"
+    def to_transitions(steps: EnvSteps, hyper: dict) -> Transition:
+        reward = jnp.sign(steps.reward) if config.clip_rewards else steps.reward
+        discount = hp(config, hyper, "gamma") * (1.0 - steps.terminated.astype(jnp.float32))
+        last = steps.done.astype(jnp.float32)
+        return Transition(steps.obs, steps.action, reward, discount, steps.next_obs, last)
+
+    def add(state: AgentState, transitions: Transition) -> Any:
+        abs_td = None
+        if replay.needs_priority:
+            learner = state.learner
+            terms = loss_terms(apply_fn, head, learner.params, learner.target_params, transitions)
+            abs_td = terms.priority
+        return replay.add(state.replay, transitions, abs_td)
+
+    def store(state: AgentState, steps: EnvSteps, first_vector_step) -> AgentState:
+        """Store an iteration's ``V x N`` steps (through ``returns``) in time then env order;
+        ``first_vector_step``: index of its first vector step since storing began."""
+        chex.assert_shape(steps.action, (steps.action.shape[0], n))
+        transitions = to_transitions(steps, state.hyper)
+        acc, out = jax.lax.scan(returns.push, state.returns, transitions, unroll=True)
+        state = state._replace(returns=acc)
+        if returns.delay == 0:
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+            return state._replace(replay=add(state, flat))
+        for v in range(out.action.shape[0]):
+            step_out = jax.tree.map(lambda x, v=v: x[v], out)
+            adding = lambda s, t=step_out: s._replace(replay=add(s, t))  # noqa: E731
+            state = maybe(first_vector_step + v >= returns.delay, adding, state)
+        return state
+
+    def learn(state: AgentState, done_steps) -> AgentState:
+        """``updates_per_iteration`` gradient updates (a scan); stats accumulate."""
+        hyper = state.hyper
+        beta, lr = beta_at(config, done_steps, hyper), hp(config, hyper, "lr")
+        key, *update_keys = rng.split(state.key, upi + 1)
+        first_index = first_update_index(config, done_steps)
+
+        def one_update(carry, xs):
+            learner, replay_state = carry
+            k, index = xs
+            lr_now = annealed_lr(lr, index, total_updates, config.anneal_lr)
+            learner, replay_state, metrics = update(learner, replay_state, k, beta, lr_now)
+            return (learner, replay_state), metrics
+
+        (learner, replay_state), metrics = jax.lax.scan(
+            one_update,
+            (state.learner, state.replay),
+            (jnp.stack(update_keys), first_index + jnp.arange(upi)),
         )
-    if max_grad_norm > 0:
-        opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
-    # One flat vector instead of one small array per layer: XLA then compiles the same
-    # elementwise update whatever the device count, so sharded runs stay bit-identical
-    # (per-leaf updates were measured to round differently in multi-device programs).
-    return optax.flatten(opt)
+        bad = jnp.sum(~jnp.isfinite(metrics.loss)).astype(jnp.float32)
+        stats = state.stats + jnp.stack([metrics.loss.mean(), metrics.q_mean.mean(), 1.0, bad])
+        return state._replace(learner=learner, replay=replay_state, key=key, stats=stats)
+
+    def end_iteration(state: AgentState, steps: EnvSteps, done_steps, learn_now, copy_now):
+        """Store the iteration's steps, then learn if ``learn_now``, then update the target
+        (``tau`` blend) if ``copy_now``; ``done_steps``: env steps done after the iteration."""
+        if not learns:
+            return state
+        state = store(state, steps, done_steps // n - vspi)
+        state = maybe(learn_now, lambda s: learn(s, done_steps), state)
+        tau = hp(config, state.hyper, "tau")
+        blend = lambda s: s._replace(learner=update_target(s.learner, tau))  # noqa: E731
+        return maybe(copy_now, blend, state)
+
+    def restart_returns(state: AgentState) -> AgentState:
+        example = example_transition(example_obs[0])
+        batch_example = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), x.dtype), example)
+        return state._replace(returns=returns.init(batch_example))
+
+    return Agent(
+        config,
+        spec,
+        apply_fn,
+        init,
+        q_values,
+        greedy,
+        act,
+        begin_iteration,
+        store,
+        end_iteration,
+        restart_returns,
+        unravel,
+    )
 
 
-def annealed_lr(lr, update_index, num_updates: int, anneal: bool):
-    """``lr`` decayed linearly to 0 over ``num_updates`` updates if ``anneal``, else ``lr``."""
-    if not anneal:
-        return lr
-    frac = jnp.minimum(update_index / max(num_updates, 1), 1.0)
-    return lr * (1.0 - frac)
+def reset_stats(state: AgentState) -> AgentState:
+    """``state`` with its chunk statistics zeroed (drivers call this as a chunk starts)."""
+    return state._replace(stats=jnp.zeros_like(state.stats))
+
+
+def split_run_key(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A run's key split for the agent, its environments and its probe states."""
+    k_agent, k_env, k_probe = jax.random.split(key, 3)
+    return k_agent, k_env, k_probe

@@ -3,8 +3,8 @@
 A checkpoint is ``RUN_DIR/checkpoints/<env_step>/`` holding two items:
 
 - ``state``: the train state pytree (any pytree of arrays: for the JAX backend the
-  :class:`~dqn_jax.loop.TrainState` with its leading seed axis), restored onto the shardings of
-  an abstract target so a resumed run continues on the same devices.
+  :class:`~dqn_jax.device_loop.TrainState` with its leading seed axis), restored onto the
+  shardings of an abstract target so a resumed run continues on the same devices.
 - ``host``: a JSON dict (chunk and iteration index, episodes so far, evaluations so far, ...).
 
 Writes are atomic: orbax writes into a temporary directory and renames it when complete, so a

@@ -79,6 +79,9 @@ def parse_train_args(
             prog="dqn-jax train",
             config=(tyro.conf.FlagConversionOff,),
         )
+        from dqn_jax.envs import prepare
+
+        config, _ = prepare(config)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     return config, options
@@ -110,7 +113,7 @@ def cmd_train(argv: list[str]) -> int:
         # One small jitted call per env step: synchronous dispatch is faster there
         # (measured 6.6k vs 5.0k env steps/s on CartPole).
         jax.config.update("jax_cpu_enable_async_dispatch", False)
-        from dqn_jax.gym_backend import train
+        from dqn_jax.host_loop import train
 
         if resume or options.tensorboard or options.checkpoint_every is not None:
             raise SystemExit(
@@ -153,7 +156,7 @@ def cmd_sweep(argv: list[str]) -> int:
     known, rest = p.parse_known_args(argv)
     if not known.sweep and not ({"-h", "--help"} & set(rest)):
         raise SystemExit("error: dqn-jax sweep needs at least one --sweep NAME=V1,V2,...")
-    from dqn_jax.loop import SWEEPABLE
+    from dqn_jax.agent import SWEEPABLE
     from dqn_jax.sweep import parse_sweep, run_sweep
 
     if {"-h", "--help"} & set(rest):
@@ -277,13 +280,10 @@ def tune_for_host_loop(argv: list[str]) -> None:
     pre.add_argument("--env", default=None)
     known, _ = pre.parse_known_args(argv)
     preset = PRESETS.get(known.preset, {})
-    backend = known.backend or preset.get("backend", "auto")
-    if backend == "auto":
-        from dqn_jax.envs import jax_env_ids
+    from dqn_jax.envs import resolve_backend
 
-        env = known.env or preset.get("env", "CartPole-v1")
-        backend = "jax" if env in jax_env_ids() else "gymnasium"
-    if backend == "gymnasium":
+    env = known.env or preset.get("env", "CartPole-v1")
+    if resolve_backend(env, known.backend or preset.get("backend", "auto")) == "gymnasium":
         os.environ["XLA_FLAGS"] = f"{flags} {HOST_LOOP_XLA_FLAG}".strip()
 
 

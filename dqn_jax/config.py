@@ -27,6 +27,7 @@ EXPLORATIONS = get_args(Exploration)
 INIT_SCHEMES = get_args(InitScheme)
 PRIORITY_RULES = get_args(PriorityRule)
 NETWORKS = get_args(Network)
+BACKENDS = get_args(Backend)
 
 
 class ConfigError(ValueError):
@@ -41,7 +42,8 @@ class Config:
     """Environment id: a gymnax id (plus CartPole-v0 = CartPole with a 200-step limit) for the
     JAX backend, a Gymnasium id for the gymnasium backend."""
     backend: Backend = "auto"
-    """jax | gymnasium | auto (jax when ``env`` is a JAX environment id, else gymnasium)."""
+    """jax | gymnasium | auto (jax when ``env`` is a JAX environment id, else gymnasium;
+    resolved by :func:`dqn_jax.envs.prepare` when a run starts)."""
     variant: VariantName = "ddqn"
     """random | dqn_simple | dqn | ddqn | ddqn_per: target function, replay and target net."""
     seed: int = 0
@@ -98,7 +100,7 @@ class Config:
 
     network: Network = "mlp"
     """mlp (``hidden_sizes``) | nature_cnn (Mnih et al. 2015, for stacked image frames
-    ``[C, H, W]``, e.g. Atari's ``[4, 84, 84]``; gymnasium backend)."""
+    ``[C, H, W]`` with H, W >= 36, e.g. Atari's ``[4, 84, 84]``)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the Q-network MLP."""
     init_scheme: InitScheme = "lecun"
@@ -130,11 +132,6 @@ class Config:
     """Also evaluate every this many chunks; 0 = only at the end."""
 
     def __post_init__(self) -> None:
-        if self.backend == "auto":
-            from dqn_jax.envs import jax_env_ids
-
-            backend = "jax" if self.env in jax_env_ids() else "gymnasium"
-            object.__setattr__(self, "backend", backend)
         if self.loss == "":
             from dqn_jax.variants import VARIANTS
 
@@ -197,32 +194,19 @@ def _in_range(name: str, value, low, high) -> None:
 
 
 def validate(c: Config) -> None:
-    """Raise :class:`ConfigError` naming the first bad field, its value and what is allowed."""
-    from dqn_jax.envs import env_spec, jax_env_ids, unknown_env_message
+    """Raise :class:`ConfigError` naming the first bad field, its value and what is allowed.
 
-    _one_of("backend", c.backend, ("jax", "gymnasium"))
-    if c.backend == "jax":
-        if c.env not in jax_env_ids():
-            raise ConfigError(unknown_env_message(c.env))
-        try:
-            env_spec(c.env)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    else:
-        from dqn_jax.gym_backend import gymnasium_env_spec
-
-        try:
-            gymnasium_env_spec(c.env)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+    Ranges only: whether ``env`` exists on the backend, and what that backend supports, is
+    checked by :func:`dqn_jax.envs.prepare`, once, before compiling."""
+    if not isinstance(c.env, str) or not c.env:
+        _fail("env", c.env, "must be an environment id")
+    _one_of("backend", c.backend, BACKENDS)
     _one_of("variant", c.variant, VARIANT_NAMES)
     _one_of("loss", c.loss, LOSS_NAMES)
     _one_of("optimizer", c.optimizer, OPTIMIZERS)
     _one_of("exploration", c.exploration, EXPLORATIONS)
     _one_of("init_scheme", c.init_scheme, INIT_SCHEMES)
     _one_of("network", c.network, NETWORKS)
-    if c.network == "nature_cnn":
-        _check_image_network(c)
     if c.terminal_on_life_loss and not c.env.startswith("ALE/"):
         _fail("terminal_on_life_loss", True, f"only applies to ALE/ (Atari) ids, not {c.env!r}")
     _one_of("per_priority_on_insert", c.per_priority_on_insert, PRIORITY_RULES)
@@ -279,20 +263,6 @@ def validate(c: Config) -> None:
         _fail("per_eps", c.per_eps, "must be > 0")
     _in_range("per_beta0", c.per_beta0, 0.0, 1.0)
     _in_range("per_beta_final", c.per_beta_final, 0.0, 1.0)
-
-
-def _check_image_network(c: Config) -> None:
-    if c.backend != "gymnasium":
-        _fail("network", c.network, "needs backend='gymnasium' (image observations)")
-    from dqn_jax.gym_backend import gymnasium_env_spec
-
-    shape = gymnasium_env_spec(c.env).obs_shape
-    if len(shape) != 3 or min(shape[1:]) < 36:
-        _fail(
-            "network",
-            c.network,
-            f"needs observations [C, H, W] with H, W >= 36; {c.env!r} gives {list(shape)}",
-        )
 
 
 # Named presets: overrides of the defaults above.
@@ -369,7 +339,7 @@ PRESETS["cleanrl-cartpole"] = {
     "backend": "gymnasium",
 }
 
-# Nature DQN (Mnih et al., 2015) on Atari, from dqn_jax.atari.NATURE_DQN: steps are agent steps
+# Nature DQN (Mnih et al., 2015) on Atari, from dqn_jax.envs.atari.NATURE_DQN: steps are agent steps
 # (4 emulator frames each). The paper's target update every 10,000 gradient updates is 40,000
 # agent steps here. Not the paper's: sticky actions (the v5 ids' 0.25), and a life loss does
 # not end the episode (Gymnasium's option would reset the whole game); both keep scores

@@ -1,12 +1,11 @@
-"""Exploration: epsilon schedules over env steps and epsilon-greedy action selection."""
+"""Exploration: epsilon schedules over env steps, and epsilon-greedy acting from a plan drawn
+ahead for a whole iteration (what both drivers act with)."""
 
 from __future__ import annotations
 
 import chex
 import jax
 import jax.numpy as jnp
-
-from dqn_jax import rng
 
 
 def exponential_epsilon(step, eps_min: float, eps_max: float, decay: float) -> jax.Array:
@@ -26,14 +25,24 @@ def linear_epsilon(step, eps_start: float, eps_end: float, duration: float) -> j
     return eps_start + frac * (eps_end - eps_start)
 
 
-def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
-    """Actions ``i32[N]`` from ``q_values f32[N, A]``: uniform with prob. ``epsilon``, else argmax.
+def exploration_plan(uniforms: jax.Array, epsilon: jax.Array, num_actions: int) -> jax.Array:
+    """Which env explores at which step of an iteration, decided ahead: ``i32[V, N]`` holding
+    the random action where ``uniforms[v, 0, e] < epsilon[v]`` and -1 (act greedily) elsewhere.
 
-    Each row draws its own coin and its own random action from ``key``.
+    ``uniforms f32[V, 2, N]`` in [0, 1) (a coin and an action draw per step and env),
+    ``epsilon f32[V]``. With :func:`act_from_plan` this is epsilon-greedy; the host driver
+    skips the device entirely on a step whose envs all explore.
     """
-    chex.assert_rank(q_values, 2)
-    n, num_actions = q_values.shape
-    k_coin, k_action = rng.split(key)
-    explore = rng.uniform(k_coin, n) < epsilon
-    random_actions = rng.randint(k_action, n, num_actions)
-    return jnp.where(explore, random_actions, jnp.argmax(q_values, axis=-1)).astype(jnp.int32)
+    chex.assert_rank(uniforms, 3)
+    chex.assert_shape(epsilon, (uniforms.shape[0],))
+    random_actions = jnp.minimum(jnp.floor(uniforms[:, 1] * num_actions), num_actions - 1)
+    explore = uniforms[:, 0] < epsilon[:, None]
+    return jnp.where(explore, random_actions.astype(jnp.int32), -1)
+
+
+def act_from_plan(q: jax.Array, plan_row: jax.Array) -> jax.Array:
+    """Actions ``i32[N]``: the planned random action where ``plan_row i32[N] >= 0``, else the
+    argmax of ``q f32[N, A]``."""
+    chex.assert_rank(q, 2)
+    chex.assert_shape(plan_row, q.shape[:1])
+    return jnp.where(plan_row >= 0, plan_row, jnp.argmax(q, axis=-1).astype(jnp.int32))

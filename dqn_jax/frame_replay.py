@@ -7,7 +7,7 @@ env step stores only its newest frame; stacks are rebuilt when sampling. At 84x8
 costs about 7 KB (``bytes_per_transition``), so 1,000,000 transitions take about 7 GB.
 
 Layout: ``N = num_envs`` columns, each a circular stream of ``T = capacity // N`` slots with its
-own write pointer. Per slot: the frame, ``action``, ``reward``, ``terminated``, ``is_step`` (a
+own write pointer. Per slot: the frame, ``action``, ``reward``, ``discount``, ``is_step`` (a
 step's observation, not an episode's final frame), ``first`` (the episode's first slot) and
 ``pos = min(slots since the episode's first slot, S - 1)``. Each vector step writes, per env,
 the newest frame of ``obs``; where the episode ended (``done``) it also writes the newest frame
@@ -56,30 +56,13 @@ from dqn_jax.replay import Replay, Transition
 _MAX_EXACT = 2**24  # float32 counts integers exactly up to here
 
 
-class FrameTransition(NamedTuple):
-    """One or more vector steps, leading dim ``n = k * num_envs``, time-major (step 0's ``N``
-    envs, then step 1's, ...). Fields as :class:`~dqn_jax.replay.Transition` plus ``done``.
-
-    ``next_obs`` is the true next observation (``info["final_obs"]`` where an episode ended).
-    Its newest frame is stored where ``done``; the whole stack is kept per column only to check
-    that the env's next step continues the episode.
-    """
-
-    obs: jax.Array  # uint8[n, S, H, W]
-    action: jax.Array  # i32[n]
-    reward: jax.Array  # f32[n]
-    next_obs: jax.Array  # uint8[n, S, H, W]
-    terminated: jax.Array  # f32[n], 1.0 = true terminal
-    done: jax.Array  # f32[n] (or bool), 1.0 = the episode ended (terminated or truncated)
-
-
 class FrameReplayState(NamedTuple):
     """Buffer state; per-slot leaves are ``[T, N, ...]`` (``T`` slots per column, ``N`` envs)."""
 
     frames: jax.Array  # uint8[T, N, H, W]
     action: jax.Array  # i32[T, N]
     reward: jax.Array  # f32[T, N]
-    terminated: jax.Array  # bool[T, N]
+    discount: jax.Array  # f32[T, N]
     is_step: jax.Array  # bool[T, N], a step's observation (else a final frame or empty)
     first: jax.Array  # bool[T, N], the first slot of an episode
     pos: jax.Array  # uint8[T, N], min(slots since the episode's first slot, S - 1)
@@ -125,8 +108,8 @@ def valid_starts(state: FrameReplayState, t: jax.Array, c: jax.Array) -> jax.Arr
 def gather(state: FrameReplayState, indices: jax.Array, stack: int) -> Transition:
     """The transitions at slot ids ``indices`` (``i32[B]``, ``t * N + c``) of a buffer of
     ``stack``-frame observations: ``obs`` and ``next_obs`` ``uint8[B, stack, H, W]``,
-    ``action i32[B]``, ``reward f32[B]``, ``terminated f32[B]``. Meaningful for valid starts
-    only (:func:`valid_starts`)."""
+    ``action i32[B]``, ``reward f32[B]``, ``discount f32[B]``, ``last f32[B]`` (0: the
+    next slot continues the episode). Meaningful for valid starts only (:func:`valid_starts`)."""
     num_slots, num_envs = state.frames.shape[:2]
     t, c = indices // num_envs, indices % num_envs
     pos = state.pos[t, c].astype(jnp.int32)
@@ -136,16 +119,16 @@ def gather(state: FrameReplayState, indices: jax.Array, stack: int) -> Transitio
         obs=state.frames[obs_t, c[:, None]],
         action=state.action[t, c],
         reward=state.reward[t, c],
+        discount=state.discount[t, c],
         next_obs=state.frames[next_t, c[:, None]],
-        terminated=state.terminated[t, c].astype(jnp.float32),
+        last=jnp.zeros_like(state.reward[t, c]),
     )
 
 
 def bytes_per_transition(state_or_shapes: Any) -> float:
     """Replay memory per slot in bytes: every array of the state (frames, per-slot fields, sum
     tree, per-column state) divided by the ``T * N`` slots. Accepts a state or its
-    ``jax.eval_shape`` (leaves need ``.shape`` and ``.dtype`` only). About ``H * W + 17``:
-    7,073.6 at 84x84 for 1,000,000 slots over 8 envs."""
+    ``jax.eval_shape`` (leaves need ``.shape`` and ``.dtype`` only). About ``H * W + 20``."""
     leaves = jax.tree.leaves(state_or_shapes)
     total = sum(int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in leaves)
     num_slots = int(np.prod(state_or_shapes.frames.shape[:2]))
@@ -153,7 +136,7 @@ def bytes_per_transition(state_or_shapes: Any) -> float:
 
 
 def _write_step(
-    state: FrameReplayState, step: FrameTransition, new_priority: jax.Array, stack: int
+    state: FrameReplayState, step: Transition, new_priority: jax.Array, stack: int
 ) -> tuple[FrameReplayState, tuple[jax.Array, jax.Array]]:
     """Store one vector step (``step`` leaves ``[N, ...]``): the new state (its ``tree`` not
     yet updated) and the priority changes ``(slot ids i32[M], priorities f32[M])`` it makes (ids
@@ -175,7 +158,7 @@ def _write_step(
     same = jnp.all(step.obs == state.last_obs.astype(step.obs.dtype), axis=(1, 2, 3))
     continues = (state.count > 0) & ~state.last_done & same
     pos = jnp.where(continues, jnp.minimum(state.last_pos + 1, stack - 1), 0)
-    done = step.done.astype(bool)
+    done = step.last > 0
     # The final frame goes to the next slot where `done`, and nowhere (dropped) elsewhere.
     w_final = jnp.where(done, (w + 1) % num_slots, num_slots)
     final_pos = jnp.minimum(pos + 1, stack - 1)
@@ -190,7 +173,7 @@ def _write_step(
         frames=put(state.frames, step.obs[:, -1], step.next_obs[:, -1]),
         action=put(state.action, step.action, 0),
         reward=put(state.reward, step.reward, 0.0),
-        terminated=put(state.terminated, step.terminated > 0, False),
+        discount=put(state.discount, step.discount, 0.0),
         is_step=put(state.is_step, ~false, False),
         first=put(state.first, ~continues, False),
         pos=put(state.pos, pos, final_pos),
@@ -242,8 +225,9 @@ def frame_replay(
 
     - ``init(example)``: ``example`` is one unbatched :class:`~dqn_jax.replay.Transition` with
       ``obs [S, H, W]`` (its dtype, usually uint8, is the frame dtype).
-    - ``add(state, steps, abs_td=None)``: ``steps`` a :class:`FrameTransition` of ``k`` vector
-      steps, time-major; ``abs_td f32[n]`` for ``priority_on_insert="td"``, else ignored.
+    - ``add(state, steps, abs_td=None)``: ``steps`` one-step
+      :class:`~dqn_jax.replay.Transition` of ``k`` vector steps, time-major (``last`` marks
+      episode ends); ``abs_td f32[n]`` for ``priority_on_insert="td"``, else ignored.
       Steps of each env in order, with nothing skipped; episode starts are detected (module
       doc). A step's priority is set once its successor is stored (the next step, or the
       final frame if ``done``): until then it cannot be sampled.
@@ -279,7 +263,7 @@ def frame_replay(
             frames=jnp.zeros((*per_slot, *obs.shape[1:]), obs.dtype),
             action=jnp.zeros(per_slot, jnp.asarray(example.action).dtype),
             reward=jnp.zeros(per_slot, jnp.float32),
-            terminated=jnp.zeros(per_slot, bool),
+            discount=jnp.zeros(per_slot, jnp.float32),
             is_step=jnp.zeros(per_slot, bool),
             first=jnp.zeros(per_slot, bool),
             pos=jnp.zeros(per_slot, jnp.uint8),
@@ -293,12 +277,7 @@ def frame_replay(
             max_priority=jnp.float32(1.0),
         )
 
-    def add(state: FrameReplayState, steps: FrameTransition, abs_td=None) -> FrameReplayState:
-        if not isinstance(steps, FrameTransition):
-            raise TypeError(
-                "frame replay needs a FrameTransition (a Transition plus `done`), got "
-                f"{type(steps).__name__}"
-            )
+    def add(state: FrameReplayState, steps: Transition, abs_td=None) -> FrameReplayState:
         n = steps.action.shape[0]
         chex.assert_tree_shape_prefix(steps, (n,))
         chex.assert_shape(steps.obs, (n, stack, *state.frames.shape[2:]))
@@ -365,4 +344,5 @@ def frame_replay(
             max_priority=jnp.maximum(state.max_priority, jnp.max(jnp.where(live, new, 0.0))),
         )
 
-    return Replay(init, add, sample, update)
+    needs_priority = prioritized and priority_on_insert == "td"
+    return Replay(init, add, sample, update, needs_priority=needs_priority)

@@ -57,3 +57,16 @@ class NatureQNetwork(nn.Module):
             x = nn.relu(x)
         x = nn.relu(nn.Dense(512)(x.reshape((x.shape[0], -1))))
         return nn.Dense(self.num_actions)(x)
+
+
+def make_network(config, num_actions: int, obs_shape: tuple[int, ...]) -> nn.Module:
+    """The config's Q-network: ``mlp`` (``hidden_sizes``, ``init_scheme``) or ``nature_cnn``
+    (for ``[C, H, W]`` frames with ``H, W >= 36``; ``ValueError`` otherwise)."""
+    if config.network == "nature_cnn":
+        if len(obs_shape) != 3 or min(obs_shape[1:]) < 36:
+            raise ValueError(
+                f"network='nature_cnn' needs observations [C, H, W] with H, W >= 36; "
+                f"{config.env!r} gives {list(obs_shape)}"
+            )
+        return NatureQNetwork(num_actions)
+    return MLPQNetwork(num_actions, config.hidden_sizes, config.init_scheme)

@@ -153,4 +153,4 @@ def prioritized_replay(
             max_priority=jnp.maximum(state.max_priority, jnp.max(jnp.where(filled, new, 0.0))),
         )
 
-    return Replay(init, add, sample, update)
+    return Replay(init, add, sample, update, needs_priority=priority_on_insert == "td")

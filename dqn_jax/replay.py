@@ -31,27 +31,42 @@ from dqn_jax import rng
 
 
 class Transition(NamedTuple):
-    """One transition (or a batch of them, with a shared leading dim).
+    """One transition (or a batch of them, with a shared leading dim), carrying its own return.
 
-    ``next_obs`` is the real observation after ``action``; for a time-limit truncation it is the
-    final observation of the episode, never the reset observation. ``terminated`` is 1.0 only for
-    a true terminal state (no bootstrapping), 0.0 otherwise, truncation included.
+    ``reward`` is the (discounted) reward sum from ``obs`` to ``next_obs`` and ``discount`` the
+    factor the bootstrap ``Q(next_obs)`` gets: ``gamma**k * (1 - terminated)`` after ``k`` env
+    steps (``k = 1`` unless a write-side accumulator such as n-step returns made it longer), so
+    a target never needs to know ``k`` or ``gamma``. ``next_obs`` is the real observation after
+    the last step; for a time-limit truncation it is the episode's final observation, never the
+    reset observation, and ``discount`` stays ``gamma**k`` (it bootstraps). ``last`` is 1.0
+    where the episode ended at that step (terminated or truncated): accumulators stop there.
     """
 
-    obs: jax.Array  # f32[..., *obs_shape]
+    obs: jax.Array  # [..., *obs_shape]
     action: jax.Array  # i32[...]
     reward: jax.Array  # f32[...]
-    next_obs: jax.Array  # f32[..., *obs_shape]
-    terminated: jax.Array  # f32[...], 1.0 = terminal
+    discount: jax.Array  # f32[...], 0.0 = terminal
+    next_obs: jax.Array  # [..., *obs_shape]
+    last: jax.Array  # f32[...], 1.0 = the episode ended here
+
+
+def example_transition(obs: jax.Array) -> Transition:
+    """An unbatched :class:`Transition` with observations like ``obs`` (for ``Replay.init``)."""
+    zero = jnp.float32(0)
+    return Transition(obs, jnp.int32(0), zero, zero, obs, zero)
 
 
 class Replay(NamedTuple):
-    """A replay buffer: four pure functions over an explicit pytree state (see module doc)."""
+    """A replay buffer: four pure functions over an explicit pytree state (see module doc).
+
+    ``needs_priority``: ``add`` reads ``abs_td`` (a prioritized buffer that gives new
+    transitions their own TD priority); the agent then computes it for every stored batch."""
 
     init: Callable[[Transition], Any]
     add: Callable[[Any, Transition, jax.Array | None], Any]
     sample: Callable[[Any, jax.Array, jax.Array | float], tuple[jax.Array, Transition, jax.Array]]
     update: Callable[[Any, jax.Array, jax.Array], Any]
+    needs_priority: bool = False
 
 
 class UniformState(NamedTuple):

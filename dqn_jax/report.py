@@ -1,12 +1,15 @@
-"""Host-side reporting: episodes out of chunk outputs, the run directory's files, console lines."""
+"""Host-side reporting, for both drivers: episodes out of chunk outputs, the run directory's
+files, console lines, the non-finite check and the summary."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -103,13 +106,14 @@ def window_line(
     eps = np.concatenate(window) if window else np.zeros((0, 3))
     total_eps = sum(log.count(s) for s in range(log.num_seeds))
     head = f"chunk {chunk:>3}/{num_chunks} step {env_step:>8,}"
+    loss_text = f"loss {loss:.4g}" if np.isfinite(loss) else "loss -"
     if len(eps) == 0:
-        return f"{head} | no episode ended | loss {loss:.4g} | {seconds:.2f}s"
+        return f"{head} | no episode ended | {loss_text} | {seconds:.2f}s"
     lengths, returns = eps[:, 1], eps[:, 2]
     return (
         f"{head} | episodes {total_eps:>6} | last {int(lengths[-1]):>4} | length mean "
         f"{lengths.mean():7.2f} [{int(lengths.min())}, {int(lengths.max())}] | return mean "
-        f"{returns.mean():8.2f} | loss {loss:.4g} | {seconds:.2f}s"
+        f"{returns.mean():8.2f} | {loss_text} | {seconds:.2f}s"
     )
 
 
@@ -150,3 +154,264 @@ def truncate_csv_after(path: Path, column: int, last: float) -> None:
     kept = rows[:1] + [r for r in rows[1:] if float(r[column]) <= last]
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
+
+
+# --------------------------------------------------------------------------- one reporter
+# Both drivers report through these: the chunk statistics the agent core accumulates, the
+# non-finite message, metrics.jsonl, the console line, evals.csv and summary.json.
+
+
+class ChunkStats(NamedTuple):
+    """Per seed, over a chunk's iterations that learned (from the agent's ``stats``)."""
+
+    loss: np.ndarray  # f64[seeds], mean loss (nan where the chunk did not learn)
+    q_mean: np.ndarray  # f64[seeds], mean Q(s, a)
+    bad: list[int]  # run indices whose loss or parameters are not finite
+
+
+def chunk_stats(stats: np.ndarray, params_finite: np.ndarray) -> ChunkStats:
+    """From ``stats f32[seeds, 4]`` (loss sum, Q sum, iterations learned, non-finite losses;
+    :class:`dqn_jax.agent.AgentState`) and ``params_finite bool[seeds]``."""
+    stats = np.asarray(stats, np.float64).reshape(-1, 4)
+    learned = stats[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = np.where(learned > 0, stats[:, 0] / learned, np.nan)
+        q_mean = np.where(learned > 0, stats[:, 1] / learned, np.nan)
+    ok = np.asarray(params_finite) & (stats[:, 3] == 0) & np.isfinite(stats[:, :2]).all(axis=1)
+    return ChunkStats(loss, q_mean, [int(s) for s in np.nonzero(~ok)[0]])
+
+
+def nonfinite_message(
+    chunk: int, first_env_step: int, env_step: int, seeds: list[int], bad: list[int], last_good
+) -> str:
+    """The message a run stops with when run indices ``bad`` (seeds ``seeds[i]``) went NaN."""
+    return (
+        f"non-finite loss or parameters at chunk {chunk} (env steps {first_env_step:,}-"
+        f"{env_step:,}) in seed(s) {', '.join(str(seeds[s]) for s in bad)} (run index {bad}); "
+        f"{last_good}"
+    )
+
+
+def _floats(values) -> list:
+    return [None if not np.isfinite(x) else float(x) for x in values]
+
+
+def chunk_record(chunk: int, env_step: int, stats: ChunkStats, window, evaluation, seconds):
+    """The JSONL record of one chunk: per seed the mean loss and Q of its learning iterations
+    (null before learning starts), episodes and their mean return, evaluation mean (if
+    evaluated at this chunk), wall time."""
+    record = {
+        "chunk": chunk,
+        "env_step": env_step,
+        "loss": _floats(stats.loss),
+        "q_mean": _floats(stats.q_mean),
+        "episodes": [len(w) for w in window],
+        "return_mean": [float(w[:, 2].mean()) if len(w) else None for w in window],
+        "seconds": round(seconds, 4),
+    }
+    if evaluation is not None:
+        record["eval"] = [float(x) for x in evaluation.mean(axis=1)]
+    return record
+
+
+def log_metrics(out: Path | None, tb, record: dict) -> None:
+    """Append ``record`` to ``metrics.jsonl`` (and its scalars to TensorBoard, if open)."""
+    if out is not None:
+        with (out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    if tb is not None:
+        for name in ("loss", "q_mean", "return_mean", "eval"):
+            values = [v for v in record.get(name) or [] if v is not None]
+            if values:
+                tb.add_scalar(f"{name}/mean", float(np.mean(values)), record["env_step"])
+            for s, v in enumerate(record.get(name) or []):
+                if v is not None:
+                    tb.add_scalar(f"{name}/seed_{s}", v, record["env_step"])
+
+
+def eta(seconds: float) -> str:
+    """``H:MM:SS``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def write_evals(path: Path, evals: list[tuple[int, np.ndarray]]) -> None:
+    """``evals.csv``: per evaluation point and seed, mean/min/max greedy return."""
+    with path.open("w") as f:
+        f.write("seed,env_step,mean_return,min_return,max_return\n")
+        for env_step, returns in evals:
+            for s in range(returns.shape[0]):
+                r = returns[s]
+                f.write(f"{s},{env_step},{r.mean():g},{r.min():g},{r.max():g}\n")
+
+
+def summary(config, seeds, compile_s, run_s, episodes, final_eval, devices, **extra) -> dict:
+    """``summary.json``: what ran, how fast, and the final greedy returns per seed; ``extra``
+    keys (a backend's own) are appended."""
+    import jax
+
+    total = config.total_steps * config.num_seeds
+    last100 = [float(e[-100:, 2].mean()) if len(e) else None for e in episodes]
+    eval_means = [float(x) for x in final_eval.mean(axis=1)] if final_eval.size else []
+    return {
+        "env": config.env,
+        "variant": config.variant,
+        "backend": config.backend,
+        "num_seeds": config.num_seeds,
+        "seeds": list(seeds),
+        "total_env_steps": total,
+        "env_steps_per_seed": config.total_steps,
+        "compile_s": round(compile_s, 3),
+        "run_s": round(run_s, 3),
+        "env_steps_per_s": round(total / run_s, 1),
+        "episodes_per_seed": [len(e) for e in episodes],
+        "last100_return_per_seed": last100,
+        "eval_episodes": config.eval_episodes,
+        "final_eval_return_per_seed": eval_means,
+        "final_eval_return_mean": float(np.mean(eval_means)) if eval_means else None,
+        "devices": [str(d) for d in devices],
+        "jax_version": jax.__version__,
+        **extra,
+    }
+
+
+def final_line(summary: dict) -> str:
+    """The console's last line: steps, speed, compile time, final eval per seed."""
+    evals = summary["final_eval_return_per_seed"]
+    ev = ", ".join(f"{x:.1f}" for x in evals) if evals else "none"
+    return (
+        f"done: {summary['total_env_steps']:,} env steps in {summary['run_s']:.1f}s "
+        f"({summary['env_steps_per_s']:,.0f} steps/s) + {summary['compile_s']:.1f}s compile | "
+        f"final greedy eval per seed: {ev}"
+    )
+
+
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over ``total`` env steps (disabled: a no-op bar)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, leave=False)
+
+
+class Reporter:
+    """Reports a run chunk by chunk, the same for both drivers: ``episodes.csv`` (through its
+    :class:`EpisodeLog`), ``metrics.jsonl`` (and TensorBoard), the console line with steps/s
+    and ETA, the progress bar; then :meth:`finish` writes ``evals.csv``, ``summary.json`` and
+    ``episodes.png``."""
+
+    def __init__(
+        self,
+        config,
+        seeds,
+        out: Path | None,
+        num_chunks: int,
+        *,
+        log=None,
+        evals=None,
+        start_step: int = 0,
+        tb=None,
+        progress: bool = True,
+        echo=print,
+    ):
+        self.config, self.seeds, self.out, self.num_chunks = config, list(seeds), out, num_chunks
+        self.log = log or EpisodeLog(out / "episodes.csv" if out else None, config.num_seeds)
+        self.evals: list[tuple[int, np.ndarray]] = evals if evals is not None else []
+        self.tb, self.progress, self.echo = tb, progress, echo
+        self.start_step = start_step
+        self.bar = progress_bar(config.total_steps, progress)
+        self.bar.update(start_step)
+        self.loop_start = time.perf_counter()
+
+    def check_finite(
+        self, chunk: int, first_step: int, env_step: int, stats: ChunkStats, last_good: str
+    ) -> None:
+        """Raise :class:`NonFiniteError` (and close the bar and TensorBoard) if a seed broke."""
+        if stats.bad:
+            self.close()
+            message = nonfinite_message(
+                chunk, first_step, env_step, self.seeds, stats.bad, last_good
+            )
+            raise NonFiniteError(message)
+
+    def chunk(
+        self,
+        chunk: int,
+        env_step: int,
+        window,
+        stats: ChunkStats,
+        evaluation,
+        seconds: float,
+        steps: int,
+    ) -> None:
+        """Report one chunk that ended at ``env_step`` per seed after ``steps`` env steps per
+        seed in ``seconds``; ``window`` is its episodes per seed, ``evaluation`` the periodic
+        greedy returns ``[seeds, episodes]`` or None."""
+        self.log.append(window)
+        if evaluation is not None:
+            self.evals.append((env_step, evaluation))
+        record = chunk_record(chunk, env_step, stats, window, evaluation, seconds)
+        log_metrics(self.out, self.tb, record)
+        loss = float(np.nanmean(stats.loss)) if np.isfinite(stats.loss).any() else float("nan")
+        line = window_line(chunk, self.num_chunks, env_step, window, self.log, loss, seconds)
+        if evaluation is not None:
+            line += f" | eval {evaluation.mean():.1f}"
+        seeds = self.config.num_seeds
+        rate = (env_step - self.start_step) * seeds / (time.perf_counter() - self.loop_start)
+        left = (self.config.total_steps - env_step) * seeds / rate
+        line += f" | {steps * seeds / seconds:,.0f} steps/s | ETA {eta(left)}"
+        self.bar.update(steps)
+        self.bar.write(line) if self.progress else self.echo(line)
+
+    def episodes(self) -> list[np.ndarray]:
+        """Every episode so far, per seed: ``[n, 3]`` (env_step, length, return)."""
+        return [self.log.seed_array(s) for s in range(self.config.num_seeds)]
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def finish(
+        self,
+        final_eval: np.ndarray,
+        env_step: int,
+        compile_s: float,
+        run_s: float,
+        devices,
+        title: str,
+        **extra,
+    ) -> dict:
+        """Write ``evals.csv``, ``summary.json`` and ``episodes.png``, print the final line;
+        returns the summary."""
+        self.close()
+        self.evals.append((env_step, final_eval))
+        episodes = self.episodes()
+        result = summary(
+            self.config, self.seeds, compile_s, run_s, episodes, final_eval, devices, **extra
+        )
+        if self.out is not None:
+            write_evals(self.out / "evals.csv", self.evals)
+            write_json(self.out / "summary.json", result)
+            from dqn_jax.plots import plot_episodes
+
+            plot_episodes(episodes, self.out / "episodes.png", title)
+        self.echo(final_line(result))
+        return result
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a loss or the parameters of some seed stop being finite."""
+
+
+class RunResult(NamedTuple):
+    state: Any  # final train state (leading seed axis)
+    episodes: list[np.ndarray]  # per seed: [n, 3] (env_step, length, return)
+    eval_returns: np.ndarray  # f32[num_seeds, eval_episodes] at the end
+    summary: dict
+
+
+def chunk_sizes(num_iterations: int, num_chunks: int) -> list[int]:
+    """Split iterations into ``num_chunks`` chunks of at most two distinct sizes (two compiles)."""
+    base, extra = divmod(num_iterations, num_chunks)
+    return [base + 1] * extra + [base] * (num_chunks - extra)

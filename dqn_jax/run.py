@@ -23,19 +23,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import report
+from dqn_jax.agent import EVAL_STREAM
 from dqn_jax.config import Config
-from dqn_jax.loop import Trainer, TrainState, make_train
+from dqn_jax.device_loop import Trainer, TrainState, make_train
+from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
 
-
-class NonFiniteError(RuntimeError):
-    """Raised when a loss or the parameters of some seed stop being finite."""
-
-
-class RunResult(NamedTuple):
-    state: TrainState  # final train state (leading seed axis)
-    episodes: list[np.ndarray]  # per seed: [n, 3] (env_step, length, return)
-    eval_returns: np.ndarray  # f32[num_seeds, eval_episodes] at the end
-    summary: dict
+__all__ = ["NonFiniteError", "RunResult", "train", "evaluate_checkpoint"]
 
 
 def seed_keys(config: Config) -> jax.Array:
@@ -51,23 +44,14 @@ def run_indices(config: Config) -> jax.Array:
 
 def eval_keys(config: Config) -> jax.Array:
     """Evaluation keys, independent of the training keys (evaluating never changes training)."""
-    return jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(seed_keys(config))
+    return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(seed_keys(config))
 
 
-def chunk_sizes(num_iterations: int, num_chunks: int) -> list[int]:
-    """Split iterations into ``num_chunks`` chunks of at most two distinct sizes (two compiles)."""
-    base, extra = divmod(num_iterations, num_chunks)
-    return [base + 1] * extra + [base] * (num_chunks - extra)
-
-
-def nonfinite_seeds(state: TrainState, loss: np.ndarray) -> list[int]:
-    """Seeds whose loss in this chunk or whose current parameters contain NaN/inf."""
-    leaves = jax.tree.leaves(state.learner.params)
-    params_ok = np.asarray(
-        jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]).all(0)
-    )
-    loss_ok = np.isfinite(loss.reshape(loss.shape[0], -1)).all(axis=1)
-    return [int(s) for s in np.nonzero(~(params_ok & loss_ok))[0]]
+def params_finite(state: TrainState) -> np.ndarray:
+    """``bool[seeds]``: whether every parameter of each seed is finite."""
+    leaves = jax.tree.leaves(state.agent.learner.params)
+    per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
+    return np.asarray(jnp.stack(per_leaf).all(0))
 
 
 class Compiled(NamedTuple):
@@ -133,7 +117,7 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
         chunks[n] = fn.lower(state_shape, jnp.int32(0)).compile()
     evaluate = None
     if config.eval_episodes > 0:
-        params_shape = state_shape.learner.params
+        params_shape = state_shape.agent.learner.params
         evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
         evaluate = evaluate.lower(params_shape, keys).compile()
     return Compiled(init, prefill, chunks, evaluate, time.perf_counter() - start, shard)
@@ -217,38 +201,6 @@ def _open_tensorboard(out: Path | None, enabled: bool):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def chunk_metrics(chunk: int, env_step: int, outputs, window, evaluation, seconds: float) -> dict:
-    """The JSONL record of one chunk: per-seed mean loss and Q, episodes and their mean return,
-    evaluation mean (if evaluated at this chunk), wall time."""
-    record = {
-        "chunk": chunk,
-        "env_step": env_step,
-        "loss": [float(x) for x in np.mean(outputs.loss.reshape(len(window), -1), axis=1)],
-        "q_mean": [float(x) for x in np.mean(outputs.q_mean.reshape(len(window), -1), axis=1)],
-        "episodes": [len(w) for w in window],
-        "return_mean": [float(w[:, 2].mean()) if len(w) else None for w in window],
-        "seconds": round(seconds, 4),
-    }
-    if evaluation is not None:
-        record["eval"] = [float(x) for x in evaluation.mean(axis=1)]
-    return record
-
-
-def log_metrics(out: Path | None, tb, record: dict) -> None:
-    """Append ``record`` to ``metrics.jsonl`` (and its scalars to TensorBoard, if open)."""
-    if out is not None:
-        with (out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-    if tb is not None:
-        for name in ("loss", "q_mean", "return_mean", "eval"):
-            values = [v for v in record.get(name) or [] if v is not None]
-            if values:
-                tb.add_scalar(f"{name}/mean", float(np.mean(values)), record["env_step"])
-            for s, v in enumerate(record.get(name) or []):
-                if v is not None:
-                    tb.add_scalar(f"{name}/seed_{s}", v, record["env_step"])
-
-
 def _truncate_metrics(path: Path, last_chunk: int) -> None:
     """Keep the JSONL records of chunks up to ``last_chunk`` (a resume continues after it)."""
     if not path.exists():
@@ -276,11 +228,6 @@ def _host_state(chunk, iteration, log: report.EpisodeLog, evals, config: Config)
         "evals": [[step, r.tolist()] for step, r in evals],
         "config": config.to_dict(),
     }
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @contextlib.contextmanager
@@ -346,6 +293,68 @@ def _resume(out: Path, trainer: Trainer, compiled: Compiled, bounds: list[int], 
     return restored.state, log, evals, done
 
 
+class Checkpointer:
+    """Saves the train state and the host's logs at chunk boundaries (no-op without a run
+    directory) and remembers the last good checkpoint for error messages."""
+
+    def __init__(self, out: Path | None, keep: int, config: Config):
+        self.out, self.config = out, config
+        self.manager = ckpt.open_manager(out, keep) if out is not None else None
+        self.last_saved = max(ckpt.saved_steps(out), default=None) if out is not None else None
+
+    def save(self, chunk: int, iteration: int, state, reporter: report.Reporter) -> Path | None:
+        if self.manager is None:
+            return None
+        step = checkpoint_step(self.config, iteration)
+        host = _host_state(chunk, iteration, reporter.log, reporter.evals, self.config)
+        path = ckpt.save(self.manager, step, state, host)
+        self.last_saved = step
+        return path
+
+    def last_good(self) -> str:
+        if self.last_saved is None:
+            return "no checkpoint was saved"
+        return f"last good checkpoint: {ckpt.checkpoint_dir(self.out) / str(self.last_saved)}"
+
+
+def _run_chunk(
+    compiled: Compiled,
+    state,
+    config: Config,
+    chunk: int,
+    n: int,
+    iteration: int,
+    reporter: report.Reporter,
+    saver: Checkpointer,
+    is_last: bool,
+):
+    """Run one chunk of ``n`` iterations from ``iteration`` and report it; the new state."""
+    chunk_start = time.perf_counter()
+    state, outputs = compiled.chunks[n](state, jnp.int32(iteration))
+    outputs = jax.device_get(outputs)
+    first_vstep = iteration * config.vector_steps_per_iteration
+    env_step = checkpoint_step(config, iteration + n)
+    stats = report.chunk_stats(jax.device_get(state.agent.stats), params_finite(state))
+    first_step = first_vstep * config.num_envs
+    reporter.check_finite(chunk, first_step, env_step, stats, saver.last_good())
+    window = report.extract_episodes(
+        outputs.ep_length, outputs.ep_return, first_vstep, config.num_envs
+    )
+    out = reporter.out
+    if out is not None and config.probe_states:
+        rows = report.probe_rows(outputs.q_probe, iteration, config.env_steps_per_iteration)
+        report.append_csv(out / "q_probes.csv", rows, report.PROBE_FIELDS)
+    periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
+    evaluation = None
+    if compiled.evaluate and periodic and not is_last:
+        evaluation = _evaluate(compiled, state, config)
+    seconds = time.perf_counter() - chunk_start
+    reporter.chunk(
+        chunk, env_step, window, stats, evaluation, seconds, n * config.env_steps_per_iteration
+    )
+    return state
+
+
 def train(
     config: Config,
     run_dir: str | Path | None = None,
@@ -377,6 +386,7 @@ def train(
     ``devices`` (default: all of JAX's) share the seeds.
     """
     trainer = trainer or make_train(config)
+    config = trainer.config
     out = Path(run_dir) if run_dir is not None else None
     if resume and out is None:
         raise ValueError("resume needs the run directory")
@@ -391,7 +401,6 @@ def train(
         f"{config.total_steps:,} env steps | {compiled.sharding.mesh.size} device(s) | "
         f"compiled in {compiled.seconds:.1f}s"
     )
-
     run_start = time.perf_counter()
     if resume:
         state, log, evals, done = _resume(out, trainer, compiled, bounds, echo)
@@ -399,112 +408,70 @@ def train(
         state, log, evals, done = _start(out, compiled, config)
     if out is not None:
         report.write_json(out / "config.json", config.to_dict())
-    manager = ckpt.open_manager(out, keep_checkpoints) if out is not None else None
-    last_saved = max(ckpt.saved_steps(out), default=None) if out is not None else None
-
-    def save(chunk: int, iteration: int) -> Path | None:
-        nonlocal last_saved
-        if manager is None:
-            return None
-        host = _host_state(chunk, iteration, log, evals, config)
-        path = ckpt.save(manager, checkpoint_step(config, iteration), state, host)
-        last_saved = checkpoint_step(config, iteration)
-        return path
-
-    def last_good() -> str:
-        if last_saved is None:
-            return "no checkpoint was saved"
-        return f"last good checkpoint: {ckpt.checkpoint_dir(out) / str(last_saved)}"
-
-    bar = progress_bar(config.total_steps, progress)
-    bar.update(bounds[done])
+    saver = Checkpointer(out, keep_checkpoints, config)
+    seeds = range(config.seed, config.seed + config.num_seeds)
+    reporter = report.Reporter(
+        config,
+        seeds,
+        out,
+        len(sizes),
+        log=log,
+        evals=evals,
+        start_step=bounds[done],
+        tb=tb,
+        progress=progress,
+        echo=echo,
+    )
     iteration = sum(sizes[:done])
-    steps_per_iteration = config.env_steps_per_iteration * config.num_seeds
-    loop_start = time.perf_counter()
     with _deferred_sigint(echo) as interrupted:
         for chunk, n in enumerate(sizes[done:], start=done + 1):
-            chunk_start = time.perf_counter()
-            state, outputs = compiled.chunks[n](state, jnp.int32(iteration))
-            outputs = jax.device_get(outputs)
-            first_vstep = iteration * config.vector_steps_per_iteration
+            is_last = chunk == len(sizes)
+            state = _run_chunk(
+                compiled, state, config, chunk, n, iteration, reporter, saver, is_last
+            )
             iteration += n
-            env_step = checkpoint_step(config, iteration)
-            bad = nonfinite_seeds(state, outputs.loss)
-            if bad:
-                if tb is not None:
-                    tb.close()
-                raise NonFiniteError(
-                    f"non-finite loss or parameters at chunk {chunk} (env steps "
-                    f"{first_vstep * config.num_envs:,}-{env_step:,}) in seed(s) "
-                    f"{', '.join(str(config.seed + s) for s in bad)} (run index {bad}); "
-                    f"{last_good()}"
-                )
-            window = report.extract_episodes(
-                outputs.ep_length, outputs.ep_return, first_vstep, config.num_envs
-            )
-            log.append(window)
-            if out is not None and config.probe_states:
-                rows = report.probe_rows(
-                    outputs.q_probe, iteration - n, config.env_steps_per_iteration
-                )
-                report.append_csv(out / "q_probes.csv", rows, report.PROBE_FIELDS)
-            periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
-            evaluation = None
-            if compiled.evaluate and periodic and chunk != len(sizes):
-                evaluation = _evaluate(compiled, state, config)
-                evals.append((env_step, evaluation))
-            seconds = time.perf_counter() - chunk_start
-            log_metrics(
-                out, tb, chunk_metrics(chunk, env_step, outputs, window, evaluation, seconds)
-            )
-            loss = float(np.mean(outputs.loss[:, -1]))
-            line = report.window_line(chunk, len(sizes), env_step, window, log, loss, seconds)
-            if evaluation is not None:
-                line += f" | eval {evaluation.mean():.1f}"
-            rate = (env_step - bounds[done]) * config.num_seeds / (time.perf_counter() - loop_start)
-            eta = (config.total_steps - env_step) * config.num_seeds / rate
-            line += f" | {n * steps_per_iteration / seconds:,.0f} steps/s | ETA {_eta(eta)}"
-            bar.update(n * config.env_steps_per_iteration)
-            bar.write(line) if progress else echo(line)
             stop = interrupted[0] or chunk == stop_after_chunks
-            due = checkpoint_every and chunk % checkpoint_every == 0 and chunk != len(sizes)
-            if stop or due:
-                path = save(chunk, iteration)
+            due = checkpoint_every and chunk % checkpoint_every == 0 and not is_last
+            path = saver.save(chunk, iteration, state, reporter) if stop or due else None
             if interrupted[0]:
-                bar.close()
+                reporter.close()
                 where = f"saved {path}" if path else "nothing saved (no run directory)"
-                resume_hint = f"; resume with: dqn-jax train --resume {out}" if out else ""
-                raise TrainingInterrupted(f"interrupted after chunk {chunk}: {where}{resume_hint}")
-            if chunk == stop_after_chunks and chunk != len(sizes):
-                bar.close()
-                episodes = [log.seed_array(s) for s in range(config.num_seeds)]
-                summary = {"stopped_after_chunk": chunk, "env_step": env_step}
-                return RunResult(state, episodes, np.zeros((0, 0)), summary)
-    bar.close()
+                hint = f"; resume with: dqn-jax train --resume {out}" if out else ""
+                raise TrainingInterrupted(f"interrupted after chunk {chunk}: {where}{hint}")
+            if chunk == stop_after_chunks and not is_last:
+                reporter.close()
+                summary = {"stopped_after_chunk": chunk, "env_step": bounds[chunk]}
+                return RunResult(state, reporter.episodes(), np.zeros((0, 0)), summary)
+    return _finish(compiled, state, config, reporter, saver, iteration, run_start)
+
+
+def _finish(
+    compiled: Compiled,
+    state,
+    config: Config,
+    reporter: report.Reporter,
+    saver: Checkpointer,
+    iteration: int,
+    run_start: float,
+) -> RunResult:
+    """Final evaluation, last checkpoint, summary and figures."""
+    reporter.bar.close()
     final_eval = _evaluate(compiled, state, config) if compiled.evaluate else np.zeros((0, 0))
-    evals.append((iteration * config.env_steps_per_iteration, final_eval))
     jax.block_until_ready(state)
     run_s = time.perf_counter() - run_start
-    if manager is not None and last_saved != checkpoint_step(config, iteration):
-        save(len(sizes), iteration)
-    if tb is not None:
-        tb.close()
+    env_step = checkpoint_step(config, iteration)
+    if saver.manager is not None and saver.last_saved != env_step:
+        saver.save(config.num_chunks, iteration, state, reporter)
+    devices = compiled.sharding.mesh.devices.flat
+    title = f"{config.env} - {config.variant}"
+    summary = reporter.finish(final_eval, env_step, compiled.seconds, run_s, devices, title)
+    if reporter.out is not None and config.probe_states:
+        from dqn_jax.plots import plot_q_probes
 
-    episodes = [log.seed_array(s) for s in range(config.num_seeds)]
-    summary = _summary(config, compiled, run_s, episodes, final_eval)
-    if out is not None:
-        write_evals(out / "evals.csv", evals, config)
-        report.write_json(out / "summary.json", summary)
-        from dqn_jax.plots import plot_episodes
-
-        plot_episodes(episodes, out / "episodes.png", f"{config.env} - {config.variant}")
-        if config.probe_states:
-            from dqn_jax.plots import plot_q_probes
-
-            title = f"{config.env} - {config.variant}: Q-values of fixed states"
-            plot_q_probes(out / "q_probes.csv", out / "q_probes.png", title)
-    echo(final_line(summary))
-    return RunResult(state, episodes, final_eval, summary)
+        out = reporter.out
+        title = f"{config.env} - {config.variant}: Q-values of fixed states"
+        plot_q_probes(out / "q_probes.csv", out / "q_probes.png", title)
+    return RunResult(state, reporter.episodes(), final_eval, summary)
 
 
 def evaluate_checkpoint(
@@ -532,7 +499,7 @@ def evaluate_checkpoint(
         raise SystemExit(f"error: {err}") from None
     evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
     keys = jax.device_put(eval_keys(config), shard)
-    returns = np.asarray(jax.device_get(evaluate(restored.state.learner.params, keys)))
+    returns = np.asarray(jax.device_get(evaluate(restored.state.agent.learner.params, keys)))
     result = {
         "step": restored.step,
         "episodes": config.eval_episodes,
@@ -551,59 +518,5 @@ def evaluate_checkpoint(
 
 def _evaluate(compiled: Compiled, state: TrainState, config: Config) -> np.ndarray:
     keys = jax.device_put(eval_keys(config), compiled.sharding)
-    returns = compiled.evaluate(state.learner.params, keys)
+    returns = compiled.evaluate(state.agent.learner.params, keys)
     return np.asarray(jax.device_get(returns))
-
-
-def progress_bar(total: int, enabled: bool):
-    """A tqdm bar over ``total`` env steps (disabled: a no-op bar)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, leave=False)
-
-
-def write_evals(path: Path, evals: list[tuple[int, np.ndarray]], config: Config) -> None:
-    """``evals.csv``: per evaluation point and seed, mean/min/max greedy return."""
-    with path.open("w") as f:
-        f.write("seed,env_step,mean_return,min_return,max_return\n")
-        for env_step, returns in evals:
-            for s in range(returns.shape[0]):
-                r = returns[s]
-                f.write(f"{s},{env_step},{r.mean():g},{r.min():g},{r.max():g}\n")
-
-
-def _summary(config, compiled: Compiled, run_s, episodes, final_eval) -> dict:
-    compile_s = compiled.seconds
-    devices = compiled.sharding.mesh.devices.flat
-    total = config.total_steps * config.num_seeds
-    last100 = [float(e[-100:, 2].mean()) if len(e) else None for e in episodes]
-    eval_means = [float(x) for x in final_eval.mean(axis=1)] if final_eval.size else []
-    return {
-        "env": config.env,
-        "variant": config.variant,
-        "num_seeds": config.num_seeds,
-        "seeds": list(range(config.seed, config.seed + config.num_seeds)),
-        "total_env_steps": total,
-        "env_steps_per_seed": config.total_steps,
-        "compile_s": round(compile_s, 3),
-        "run_s": round(run_s, 3),
-        "env_steps_per_s": round(total / run_s, 1),
-        "episodes_per_seed": [len(e) for e in episodes],
-        "last100_return_per_seed": last100,
-        "eval_episodes": config.eval_episodes,
-        "final_eval_return_per_seed": eval_means,
-        "final_eval_return_mean": float(np.mean(eval_means)) if eval_means else None,
-        "devices": [str(d) for d in devices],
-        "jax_version": jax.__version__,
-    }
-
-
-def final_line(summary: dict) -> str:
-    """The console's last line: steps, speed, compile time, final eval per seed."""
-    evals = summary["final_eval_return_per_seed"]
-    ev = ", ".join(f"{x:.1f}" for x in evals) if evals else "none"
-    return (
-        f"done: {summary['total_env_steps']:,} env steps in {summary['run_s']:.1f}s "
-        f"({summary['env_steps_per_s']:,.0f} steps/s) + {summary['compile_s']:.1f}s compile | "
-        f"final greedy eval per seed: {ev}"
-    )

@@ -2,7 +2,7 @@
 
 ``--sweep lr=1e-4,3e-4,1e-3 --sweep gamma=0.99,0.995 --num-seeds 16`` is 6 grid points x 16
 seeds = 96 runs, vmapped (and sharded over devices) in one compile: the swept values are traced
-per run (see :data:`dqn_jax.loop.SWEEPABLE`). Every grid point uses the same seeds.
+per run (see :data:`dqn_jax.agent.SWEEPABLE`). Every grid point uses the same seeds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SOLVED_AT = {
 
 def parse_sweep(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """``["lr=1e-4,3e-4", "gamma=0.99"]`` -> ``{"lr": (1e-4, 3e-4), "gamma": (0.99,)}``."""
-    from dqn_jax.loop import SWEEPABLE
+    from dqn_jax.agent import SWEEPABLE
 
     grid: dict[str, tuple[float, ...]] = {}
     for item in items:
@@ -84,7 +84,7 @@ def run_sweep(
     ``sweep.json`` (points, seeds, per-run final evals) and ``sweep_table.txt``.
     """
     from dqn_jax import stats
-    from dqn_jax.loop import make_train
+    from dqn_jax.device_loop import make_train
     from dqn_jax.run import train
 
     seeds = config.num_seeds

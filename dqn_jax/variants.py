@@ -1,7 +1,9 @@
 """Named variants: a small record of the swap-point choices that make each agent.
 
-An experiment composes its own agent by passing its own ``target_fn`` / ``loss_fn`` to
-:func:`dqn_jax.loop.make_train`; the records here are only the names the CLI knows.
+An experiment composes its own agent by passing its own pieces (``network``, ``head``,
+``target_fn``, ``loss_fn``, ``replay``, ``returns``, ``epsilon``) to
+:func:`dqn_jax.device_loop.make_train` or :func:`dqn_jax.host_loop.make_host_agent` (both
+build :func:`dqn_jax.agent.make_agent`); the records here are only the names the CLI knows.
 """
 
 from __future__ import annotations

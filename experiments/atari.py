@@ -42,7 +42,7 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)  # small host-loop programs
-    from dqn_jax import gym_backend
+    from dqn_jax import host_loop
     from dqn_jax.config import from_preset
 
     overrides = dict(env=args.game, terminal_on_life_loss=args.terminal_on_life_loss)
@@ -53,7 +53,7 @@ def main() -> None:
         overrides[field] = parse_value(value)
     config = from_preset("nature-dqn", **overrides)
     out = args.out / config.env.replace("/", "_")
-    result = gym_backend.train(config, out)
+    result = host_loop.train(config, out)
     s = result.summary
     print(
         f"{config.env}: {config.total_steps:,} agent steps, {s['env_steps_per_s']:.0f} steps/s, "

@@ -38,7 +38,7 @@ def main() -> None:
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     import numpy as np
 
-    from dqn_jax import gym_backend, run, stats
+    from dqn_jax import host_loop, run, stats
     from dqn_jax.config import from_preset
     from dqn_jax.sweep import SOLVED_AT
 
@@ -57,7 +57,7 @@ def main() -> None:
     for i in range(args.seeds):
         config = base.replace(backend="gymnasium", num_seeds=1, seed=args.seed + i)
         out = args.out / f"gymnasium_seed{args.seed + i}"
-        res = gym_backend.train(config, out, progress=False, echo=lambda s: None)
+        res = host_loop.train(config, out, progress=False, echo=lambda s: None)
         per_seed.append(float(res.eval_returns.mean()))
         print(f"gymnasium seed {args.seed + i}: {per_seed[-1]:.1f}", flush=True)
     scores["gymnasium"] = np.array(per_seed)

@@ -46,7 +46,7 @@ use_cpu_cores(["--num-seeds", str(_seeds.parse_known_args()[0].seeds)])
 
 from dqn_jax import losses, targets  # noqa: E402
 from dqn_jax.config import from_preset  # noqa: E402
-from dqn_jax.loop import make_train  # noqa: E402
+from dqn_jax.device_loop import make_train  # noqa: E402
 from dqn_jax.run import train  # noqa: E402
 
 SOLVED = 195.0

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dqn_jax import atari, sumtree
 from dqn_jax import frame_replay as fr
+from dqn_jax import sumtree
+from dqn_jax.envs import atari
 from dqn_jax.networks import NatureQNetwork
-from dqn_jax.replay import Transition
+from dqn_jax.replay import Transition, example_transition
 
 
 def test_nature_network_shape_dtype_and_parameter_count():
@@ -107,8 +108,7 @@ def test_pong_round_trip_through_frame_replay():
     )
     replay = fr.frame_replay(2 * 300, 16, num_envs)
     obs, _ = envs.reset(seed=1)
-    example = Transition(obs[0], np.int32(0), np.float32(0), obs[0], np.float32(0))
-    state = replay.init(example)
+    state = replay.init(example_transition(obs[0]))
     add = jax.jit(replay.add)
     rng = np.random.default_rng(0)
     stored = {}  # slot id -> the real transition
@@ -120,13 +120,20 @@ def test_pong_round_trip_through_frame_replay():
         real_next = next_obs.copy()
         for i in np.flatnonzero(done):
             real_next[i] = info["final_obs"][i]
-        step = fr.FrameTransition(
-            obs, actions.astype(np.int32), reward.astype(np.float32), real_next,
-            terminated.astype(np.float32), done.astype(np.float32),
+        step = Transition(
+            obs, actions.astype(np.int32), reward.astype(np.float32),
+            (0.99 * (1.0 - terminated)).astype(np.float32), real_next, done.astype(np.float32),
         )  # fmt: skip
         state = add(state, step)
         for i in range(num_envs):
-            stored[int(slot[i]) * num_envs + i] = (obs[i], actions[i], reward[i], real_next[i])
+            discount = step.discount[i]
+            stored[int(slot[i]) * num_envs + i] = (
+                obs[i],
+                actions[i],
+                reward[i],
+                real_next[i],
+                discount,
+            )
         slot += 1 + done
         obs = next_obs
     envs.close()
@@ -135,17 +142,18 @@ def test_pong_round_trip_through_frame_replay():
     assert len(ids) == num_envs * (steps - 1)  # all but each column's newest step
     got = jax.device_get(fr.gather(state, jnp.asarray(ids, jnp.int32), 4))
     for j, i in enumerate(ids):
-        o, a, r, n = stored[int(i)]
+        o, a, r, n, d = stored[int(i)]
         np.testing.assert_array_equal(got.obs[j], o)
         np.testing.assert_array_equal(got.next_obs[j], n)
         assert got.action[j] == a and got.reward[j] == r
+        assert got.discount[j] == d and got.last[j] == 0
 
 
 def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
     """The nature-dqn preset, shrunk to 240 agent steps, through the Gymnasium backend: learns
     (finite loss), stores one frame per transition, writes the JAX backend's files."""
     pytest.importorskip("ale_py")
-    from dqn_jax import gym_backend
+    from dqn_jax import host_loop
     from dqn_jax.config import from_preset
 
     config = from_preset(
@@ -164,7 +172,7 @@ def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
         "rmsprop_centered",
         "huber",
     )
-    result = gym_backend.train(config, tmp_path / "run", progress=False, echo=lambda s: None)
+    result = host_loop.train(config, tmp_path / "run", progress=False, echo=lambda s: None)
     s = result.summary
     for name in ("config.json", "episodes.csv", "metrics.jsonl", "evals.csv", "summary.json"):
         assert (tmp_path / "run" / name).exists()
@@ -175,6 +183,8 @@ def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
     assert int(replay.count.sum()) >= 240  # every agent step stored (plus final frames)
     # Rewards are stored clipped; Pong's are already in {-1, 0, 1}.
     assert set(np.unique(np.asarray(replay.reward))) <= {-1.0, 0.0, 1.0}
-    assert np.isfinite(result.state.metrics[0, 0])
+    # stats since the last chunk started: loss sum, Q sum, iterations learned, non-finite count
+    loss_sum, _, learned, non_finite = np.asarray(result.state.stats[0])
+    assert np.isfinite(loss_sum) and learned > 0 and non_finite == 0
     # The greedy evaluation played one whole game: a raw Pong score in [-21, 21].
     assert -21 <= s["final_eval_return_mean"] <= 21

@@ -1,10 +1,12 @@
-"""Epsilon schedules (hand values) and epsilon-greedy frequencies."""
+"""Epsilon schedules (hand values) and epsilon-greedy frequencies (also of the exploration
+plan both drivers act from)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dqn_jax import exploration
+from dqn_jax.agent import act_from_plan, exploration_plan
 
 
 def test_exponential_matches_notebook_formula():
@@ -21,14 +23,21 @@ def test_linear_schedule_endpoints_and_midpoint():
     np.testing.assert_allclose(out, [1.0, 0.525, 0.05, 0.05], rtol=1e-6)
 
 
-def test_epsilon_greedy_extremes_and_frequency():
+def test_exploration_plan_acts_epsilon_greedy_with_the_same_frequencies():
+    # What both drivers act with: a plan drawn ahead (random action or -1 = greedy), then
+    # act_from_plan: greedy at 0, uniform at 1, and at 0.2 the greedy action with probability
+    # 0.8 + 0.2 / 4 = 0.85, each other 0.05.
     q = jnp.tile(jnp.array([[0.0, 5.0, 1.0, 2.0]]), (20_000, 1))
-    key = jax.random.PRNGKey(0)
-    greedy = exploration.epsilon_greedy(key, q, 0.0)
-    assert np.all(np.asarray(greedy) == 1)
-    uniform = np.asarray(exploration.epsilon_greedy(key, q, 1.0))
+    uniforms = jax.random.uniform(jax.random.PRNGKey(0), (1, 2, 20_000))
+
+    def actions(epsilon):
+        plan = exploration_plan(uniforms, jnp.full((1,), epsilon, jnp.float32), 4)
+        assert plan.shape == (1, 20_000) and plan.dtype == jnp.int32
+        return np.asarray(act_from_plan(q, plan[0]))
+
+    assert np.all(actions(0.0) == 1)
+    uniform = actions(1.0)
     np.testing.assert_allclose(np.bincount(uniform, minlength=4) / len(uniform), 0.25, atol=0.02)
-    # eps = 0.2: greedy action with prob 0.8 + 0.2/4 = 0.85, each other 0.05
-    mixed = np.asarray(exploration.epsilon_greedy(key, q, 0.2))
+    mixed = actions(0.2)
     freq = np.bincount(mixed, minlength=4) / len(mixed)
     np.testing.assert_allclose(freq, [0.05, 0.85, 0.05, 0.05], atol=0.015)

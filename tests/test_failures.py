@@ -22,7 +22,7 @@ from dqn_jax import checkpoint as ckpt
 from dqn_jax import run
 from dqn_jax.cli import main
 from dqn_jax.config import Config
-from dqn_jax.loop import make_train
+from dqn_jax.device_loop import make_train
 from dqn_jax.run import ConfigMismatchError, NonFiniteError, train
 
 TINY = Config(**{**SMALL, "num_chunks": 4}, num_seeds=2)
@@ -51,8 +51,10 @@ def test_nan_names_chunk_steps_seeds_and_keeps_the_last_good_checkpoint(tmp_path
     def poisoned_chunk(state, start_iteration, num_iterations):
         state, out = trainer.run_chunk(state, start_iteration, num_iterations)
         poison = start_iteration >= 500  # chunk 3 of 4 (250 iterations each)
-        params = jax.tree.map(lambda p: jnp.where(poison, jnp.nan, p), state.learner.params)
-        return state._replace(learner=state.learner._replace(params=params)), out
+        learner = state.agent.learner
+        params = jax.tree.map(lambda p: jnp.where(poison, jnp.nan, p), learner.params)
+        agent = state.agent._replace(learner=learner._replace(params=params))
+        return state._replace(agent=agent), out
 
     poisoned = trainer._replace(run_chunk=poisoned_chunk)
     with pytest.raises(NonFiniteError) as err:
@@ -85,7 +87,8 @@ def test_full_disk_fails_before_compiling(tmp_path, monkeypatch, no_compile):
 
 def test_checkpoint_size_estimate_counts_every_array():
     shapes = run.state_shapes(make_train(TINY))
-    replay_bytes = 2 * 1_000 * (4 + 4 + 1 + 1 + 1) * 4  # obs, next_obs, action, reward, done
+    # per seed and slot: obs, next_obs, action, reward, discount, last
+    replay_bytes = 2 * 1_000 * (4 + 4 + 1 + 1 + 1 + 1) * 4
     assert replay_bytes < ckpt.estimate_bytes(shapes) < replay_bytes + 20_000
 
 

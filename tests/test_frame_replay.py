@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from dqn_jax import frame_replay as fr
 from dqn_jax import sumtree
-from dqn_jax.replay import Transition
+from dqn_jax.replay import Transition, example_transition
 
 H = W = 6
+GAMMA = 0.99
 
 
 class Reference:
@@ -27,7 +28,8 @@ class Reference:
         self.n, self.s, self.t = num_envs, stack, slots
         self.rng = np.random.default_rng(seed)
         self.lengths = [deque(lengths) for lengths in episode_lengths]
-        self.streams = [[] for _ in range(num_envs)]  # records: (kind, transition, pos)
+        # records: (kind, the Transition a sample of that slot gives, pos)
+        self.streams = [[] for _ in range(num_envs)]
         self.left = [0] * num_envs  # steps left in each env's episode
         self.episode_pos = [0] * num_envs
         self.stacks = [self._reset(c) for c in range(num_envs)]
@@ -41,7 +43,8 @@ class Reference:
         return deque([self._frame()] * self.s, maxlen=self.s)
 
     def vector_step(self):
-        """One vector step: a FrameTransition with leading dim N (NumPy)."""
+        """One vector step: a one-step Transition with leading dim N (NumPy), ``last`` = the
+        episode ended, ``discount`` = ``GAMMA * (1 - terminated)``."""
         fields = []
         for c in range(self.n):
             obs = np.stack(self.stacks[c])
@@ -51,16 +54,18 @@ class Reference:
             done = self.left[c] == 0
             terminated = bool(done and self.rng.random() < 0.5)
             action, reward = int(self.rng.integers(0, 6)), float(self.rng.integers(-3, 4))
-            tr = (obs, action, reward, next_obs, float(terminated), float(done))
-            self.streams[c].append(("step", tr, self.episode_pos[c]))
+            discount = GAMMA * (1.0 - terminated)
+            tr = Transition(obs, action, reward, discount, next_obs, float(done))
+            # A sample carries the stored discount and last = 0 (it continues to next_obs).
+            self.streams[c].append(("step", tr._replace(last=0.0), self.episode_pos[c]))
             self.episode_pos[c] += 1
             if done:
                 self.streams[c].append(("final", None, None))
                 self.stacks[c] = self._reset(c)
             fields.append(tr)
         cols = list(zip(*fields, strict=True))
-        dtypes = (np.uint8, np.int32, np.float32, np.uint8, np.float32, np.float32)
-        return fr.FrameTransition(*(np.asarray(x, d) for x, d in zip(cols, dtypes, strict=True)))
+        dtypes = (np.uint8, np.int32, np.float32, np.float32, np.uint8, np.float32)
+        return Transition(*(np.asarray(x, d) for x, d in zip(cols, dtypes, strict=True)))
 
     def expected(self) -> dict[int, tuple]:
         """``{slot id: transition}`` of every valid start: a step whose successor is stored and
@@ -81,10 +86,7 @@ def programs(num_envs, stack, slots, k, prioritized=False, batch_size=64):
     replay = fr.frame_replay(
         slots * num_envs, batch_size, num_envs, stack=stack, prioritized=prioritized
     )
-    example = Transition(
-        jnp.zeros((stack, H, W), jnp.uint8), jnp.int32(0), jnp.float32(0),
-        jnp.zeros((stack, H, W), jnp.uint8), jnp.float32(0),
-    )  # fmt: skip
+    example = example_transition(jnp.zeros((stack, H, W), jnp.uint8))
     return (
         replay,
         jax.jit(lambda: replay.init(example)),
@@ -95,7 +97,7 @@ def programs(num_envs, stack, slots, k, prioritized=False, batch_size=64):
 
 
 def concat(steps):
-    return fr.FrameTransition(*(np.concatenate(x) for x in zip(*steps, strict=True)))
+    return Transition(*(np.concatenate(x) for x in zip(*steps, strict=True)))
 
 
 def check_against(ref: Reference, state, gather_fn):
@@ -109,7 +111,7 @@ def check_against(ref: Reference, state, gather_fn):
     every = jax.device_get(gather_fn(state, jnp.arange(prio.size, dtype=jnp.int32)))
     got = [x[ids] for x in every]
     want = [np.stack(x) for x in zip(*(expected[i] for i in ids), strict=True)]
-    for name, g, e in zip(Transition._fields, got, want, strict=False):
+    for name, g, e in zip(Transition._fields, got, want, strict=True):
         np.testing.assert_array_equal(g, e.astype(g.dtype), err_msg=name)
 
 
@@ -188,8 +190,8 @@ def test_samples_only_valid_starts_uniformly():
     # The sampled transitions are the reference ones.
     exp = ref.expected()
     for j in range(0, draws, 997):
-        np.testing.assert_array_equal(batch.obs[j], exp[int(ids[j])][0])
-        np.testing.assert_array_equal(batch.next_obs[j], exp[int(ids[j])][3])
+        np.testing.assert_array_equal(batch.obs[j], exp[int(ids[j])].obs)
+        np.testing.assert_array_equal(batch.next_obs[j], exp[int(ids[j])].next_obs)
 
 
 def test_empty_buffer_samples_slot_zero():
@@ -235,10 +237,7 @@ def test_prioritized_priorities_sampling_and_update():
 
 def test_bytes_per_transition_is_about_one_frame():
     replay = fr.frame_replay(1_000_000, 32, 8)
-    example = Transition(
-        jnp.zeros((4, 84, 84), jnp.uint8), jnp.int32(0), jnp.float32(0),
-        jnp.zeros((4, 84, 84), jnp.uint8), jnp.float32(0),
-    )  # fmt: skip
+    example = example_transition(jnp.zeros((4, 84, 84), jnp.uint8))
     shapes = jax.eval_shape(replay.init, example)
     per = fr.bytes_per_transition(shapes)
     assert 84 * 84 <= per < 84 * 84 + 24, per
@@ -252,8 +251,12 @@ def test_rejects_bad_input():
     replay, init, add, _, _ = programs(2, 4, 7, 1)
     state = init()
     step = Reference(2, 4, 7, [[3], [3]], seed=0).vector_step()
-    with pytest.raises(TypeError, match="FrameTransition"):
-        replay.add(state, Transition(*step[:5]))
+    # Steps must be whole stacked observations [n, stack, H, W], obs and next_obs alike (a
+    # Transition of single frames cannot be split into the stored newest frames).
+    with pytest.raises(AssertionError, match="shape"):
+        replay.add(state, step._replace(obs=step.obs[:, -1], next_obs=step.next_obs[:, -1]))
+    with pytest.raises(AssertionError):
+        replay.add(state, step._replace(next_obs=step.next_obs[:, 1:]))
     with pytest.raises(ValueError, match="multiple"):
         replay.add(state, jax.tree.map(lambda x: x[:1], step))
     with pytest.raises(ValueError, match="stack \\+ 2"):

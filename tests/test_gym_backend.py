@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from dqn_jax import gym_backend as gb
+from dqn_jax import host_loop as gb
+from dqn_jax.agent import act_from_plan, exploration_plan, num_updates
 from dqn_jax.config import Config, ConfigError
-from dqn_jax.loop import num_updates
+from dqn_jax.envs import gym_envs, prepare, resolve_backend
 
 COUNTER_ID = "DqnJaxTestCounter-v0"
 LIMIT = 5  # TimeLimit truncates after this many steps
@@ -85,10 +86,12 @@ def stored(config: Config):
     return data, result
 
 
-def transition_errors(data, num_envs: int) -> set[str]:
-    """Every rule of a correct replay of :class:`CounterEnv` that ``data`` breaks."""
+def transition_errors(data, num_envs: int, gamma: float) -> set[str]:
+    """Every rule of a correct replay of :class:`CounterEnv` that ``data`` breaks (a terminal
+    transition has ``discount == 0``, any other ``discount == gamma``)."""
     errors = set()
     obs, nxt, act = data.obs, data.next_obs, data.action
+    terminal = data.discount == 0
     if np.any(nxt[:, 0] != obs[:, 0]):
         errors.add("next_obs from another episode")
     if np.any(obs[:, 1] >= LIMIT) or np.any(nxt[:, 1] != obs[:, 1] + 1):
@@ -96,14 +99,18 @@ def transition_errors(data, num_envs: int) -> set[str]:
     if np.any(data.reward != nxt[:, 1]):
         errors.add("wrong reward")
     should_terminate = (act == 1) & (nxt[:, 1] >= TERMINAL_FROM)
-    if np.any((data.terminated == 1) & ~should_terminate):
+    if np.any(terminal & ~should_terminate):
         errors.add("truncation stored as terminal")
-    if np.any((data.terminated == 0) & should_terminate):
+    if np.any(~terminal & should_terminate):
         errors.add("termination stored as non-terminal")
+    if np.any(~terminal & (data.discount != np.float32(gamma))):
+        errors.add("wrong discount")
+    if np.any((data.last == 1) != (terminal | (nxt[:, 1] == LIMIT))):
+        errors.add("wrong episode end")
     # Per env, each transition starts where the previous one ended, or at the next reset.
     for e in range(num_envs):
-        o, n, term = obs[e::num_envs], nxt[e::num_envs], data.terminated[e::num_envs]
-        ended = (term == 1) | (n[:, 1] == LIMIT)
+        o, n, term = obs[e::num_envs], nxt[e::num_envs], terminal[e::num_envs]
+        ended = term | (n[:, 1] == LIMIT)
         expected = np.where(ended[:-1, None], np.stack([n[:-1, 0] + 1, 0 * n[:-1, 1]], 1), n[:-1])
         if np.any(o[1:] != expected) or np.any(o[0] != 0):
             errors.add("missing or extra transition")
@@ -114,9 +121,9 @@ def test_stored_transitions_are_exact_around_truncations_and_terminations():
     config = counter_config()
     data, result = stored(config)
     assert data.obs.shape == (400, 2)
-    assert transition_errors(data, config.num_envs) == set()
-    truncated = (data.terminated == 0) & (data.next_obs[:, 1] == LIMIT)
-    terminated = data.terminated == 1
+    assert transition_errors(data, config.num_envs, config.gamma) == set()
+    truncated = (data.discount == np.float32(config.gamma)) & (data.next_obs[:, 1] == LIMIT)
+    terminated = data.discount == 0
     assert truncated.sum() >= 5 and terminated.sum() >= 20  # both kinds of ends happened
     # The episode log agrees with the replay: one episode per end, lengths = final t.
     episodes = result.episodes[0]
@@ -147,22 +154,23 @@ class _DoneIsTerminal(gym.vector.VectorWrapper):
     ],
 )
 def test_the_checker_catches_each_anchor_mistake(monkeypatch, mistake, expected):
+    # The host loop reaches both through the gym_envs module.
     if mistake == "reset_obs_as_next_obs":
-        monkeypatch.setattr(gb, "stored_next_obs", lambda next_obs, done, info: next_obs)
+        monkeypatch.setattr(gym_envs, "stored_next_obs", lambda next_obs, done, info: next_obs)
     elif mistake == "naive_next_step_autoreset":
-        monkeypatch.setattr(gb, "make_vector_env", _next_step_env)
-        monkeypatch.setattr(gb, "stored_next_obs", lambda next_obs, done, info: next_obs)
+        monkeypatch.setattr(gym_envs, "make_vector_env", _next_step_env)
+        monkeypatch.setattr(gym_envs, "stored_next_obs", lambda next_obs, done, info: next_obs)
     else:
-        real = gb.make_vector_env
-        monkeypatch.setattr(gb, "make_vector_env", lambda *a: _DoneIsTerminal(real(*a)))
+        real = gym_envs.make_vector_env
+        monkeypatch.setattr(gym_envs, "make_vector_env", lambda *a: _DoneIsTerminal(real(*a)))
     config = counter_config(num_envs=1, train_every=1, total_steps=200)
     data, _ = stored(config)
-    assert expected <= transition_errors(data, 1)
+    assert expected <= transition_errors(data, 1, config.gamma)
 
 
 @pytest.mark.parametrize(("env_id", "num_envs"), [(COUNTER_ID, 3), ("CartPole-v1", 2)])
 def test_lean_vector_env_matches_gymnasium_sync_vector_env(env_id, num_envs):
-    from dqn_jax.vector_env import SameStepVectorEnv
+    from dqn_jax.envs.vector_env import SameStepVectorEnv
 
     fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
     ours = SameStepVectorEnv(fns)
@@ -191,9 +199,9 @@ def test_stored_next_obs_takes_the_final_observation_only_where_done():
     final = np.empty(3, object)
     final[0] = np.array([9.0, 5.0], np.float32)
     info = {"final_obs": final, "_final_obs": np.array([True, False, False])}
-    out = gb.stored_next_obs(next_obs, np.array([True, False, False]), info)
+    out = gym_envs.stored_next_obs(next_obs, np.array([True, False, False]), info)
     np.testing.assert_array_equal(out, [[9, 5], [2, 0], [3, 3]])
-    assert gb.stored_next_obs(next_obs, np.zeros(3, bool), {}) is next_obs
+    assert gym_envs.stored_next_obs(next_obs, np.zeros(3, bool), {}) is next_obs
 
 
 def test_pack_and_unpack_round_trip_bit_exactly():
@@ -270,14 +278,14 @@ def test_exploration_plan_and_acting_from_it():
     uniforms = np.array(
         [[[0.5, 0.05], [0.99, 0.4]], [[0.0, 0.999], [0.0, 0.999999]]], np.float32
     )  # [V=2, (coin, action draw), N=2]
-    plan = gb.exploration_plan(uniforms, np.array([0.1, 1.0], np.float32), 3)
+    plan = exploration_plan(uniforms, np.array([0.1, 1.0], np.float32), 3)
     np.testing.assert_array_equal(plan, [[-1, 1], [0, 2]])  # step 0: env 1 explores (0.05 < 0.1)
     q = np.array([[0.0, 1.0, 0.5], [2.0, 1.0, 0.0]], np.float32)
-    np.testing.assert_array_equal(gb.act_from_plan(q, plan[0]), [1, 1])
-    np.testing.assert_array_equal(gb.act_from_plan(q, plan[1]), [0, 2])
+    np.testing.assert_array_equal(act_from_plan(q, plan[0]), [1, 1])
+    np.testing.assert_array_equal(act_from_plan(q, plan[1]), [0, 2])
     # the law: explore with probability epsilon, then each action equally likely
     u = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (20_000, 2, 1)))
-    plan = np.asarray(gb.exploration_plan(u, np.full(20_000, 0.3, np.float32), 4))[:, 0]
+    plan = np.asarray(exploration_plan(u, np.full(20_000, 0.3, np.float32), 4))[:, 0]
     assert abs((plan >= 0).mean() - 0.3) < 0.015
     assert np.all(
         np.abs(np.bincount(plan[plan >= 0], minlength=4) / (plan >= 0).sum() - 0.25) < 0.02
@@ -325,8 +333,9 @@ def test_learning_run_is_deterministic_and_one_dispatch_per_step(tmp_path, capfd
     for steps in (200, 400):
         short = config.replace(total_steps=steps, eval_episodes=0, num_chunks=2)
         capfd.readouterr()
-        with jax.transfer_guard("log"):
-            s = gb.train(short, None, **quiet).summary
+        with jax.transfer_guard("log"):  # each length its own agent (total_steps is baked in)
+            own = dict(quiet, agent=gb.make_host_agent(short))
+            s = gb.train(short, None, **own).summary
         logged.append((capfd.readouterr().err.count("host-to-device transfer"), s))
     (n_short, s_short), (n_long, s_long) = logged
     extra = s_long["dispatches_per_vector_step"] * 400 - s_short["dispatches_per_vector_step"] * 200
@@ -335,17 +344,26 @@ def test_learning_run_is_deterministic_and_one_dispatch_per_step(tmp_path, capfd
         assert (tmp_path / "a" / name).exists()
     records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
     assert [r["env_step"] for r in records] == [134, 268, 400]  # one line per chunk
+    # A shared agent may differ only in what the host loop alone reads; anything baked into its
+    # programs is refused, never silently taken from the agent.
+    with pytest.raises(ConfigError, match="built for another config .*total_steps"):
+        gb.train(config.replace(total_steps=200), None, **quiet)
 
 
 def test_env_spec_and_config_errors():
-    spec = gb.gymnasium_env_spec("CartPole-v0")
+    spec = gym_envs.gymnasium_env_spec("CartPole-v0")
     assert (spec.obs_shape, spec.num_actions, spec.max_episode_steps) == ((4,), 2, 200)
     with pytest.raises(ValueError, match="Box action space"):
-        gb.gymnasium_env_spec("Pendulum-v1")
+        gym_envs.gymnasium_env_spec("Pendulum-v1")
     with pytest.raises(ValueError, match="Did you mean"):
-        gb.gymnasium_env_spec("CartPol-v0")
-    assert Config(env="CartPole-v0").backend == "jax"
-    assert Config(env="CartPole-v0", backend="gymnasium").backend == "gymnasium"
+        gym_envs.gymnasium_env_spec("CartPol-v0")
+    # backend="auto" is resolved by prepare (a Config itself no longer looks at env ids).
+    assert resolve_backend("CartPole-v0") == "jax"
+    assert prepare(Config(env="CartPole-v0"))[0].backend == "jax"
+    assert prepare(Config(env="CartPole-v0", backend="gymnasium"))[0].backend == "gymnasium"
+    assert resolve_backend(COUNTER_ID) == "gymnasium"
+    with pytest.raises(ConfigError, match="Did you mean"):
+        prepare(Config(env="CartPol-v0"))
     with pytest.raises(ConfigError, match="num_seeds=2 is invalid: must be 1"):
         gb.train(counter_config(num_seeds=2), None, progress=False)
 
@@ -362,7 +380,7 @@ def test_cli_trains_on_gymnasium_cartpole_v0(tmp_path):
 
 
 def test_gymnax_cartpole_matches_gymnasium_step_by_step():
-    from dqn_jax.envs import env_spec, make_env
+    from dqn_jax.envs.jax_envs import env_spec, make_env
 
     gym_env = gym.make("CartPole-v1").unwrapped  # the bare dynamics, no wrappers
     jax_env, params = make_env("CartPole-v1")
@@ -394,7 +412,7 @@ def test_gymnax_cartpole_matches_gymnasium_step_by_step():
             state, episodes = sync(episodes + 1), episodes + 1
     assert episodes >= 10  # many episodes, each compared from its first step to its end
     assert env_spec("CartPole-v0").max_episode_steps == 200
-    assert gb.gymnasium_env_spec("CartPole-v0").max_episode_steps == 200
+    assert gym_envs.gymnasium_env_spec("CartPole-v0").max_episode_steps == 200
 
 
 def test_cli_sends_a_gymnasium_only_id_to_the_gymnasium_backend():

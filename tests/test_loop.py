@@ -7,7 +7,7 @@ import pytest
 from helpers import SMALL
 
 from dqn_jax.config import Config
-from dqn_jax.loop import make_train
+from dqn_jax.device_loop import make_train
 from dqn_jax.run import seed_keys, train
 
 
@@ -17,7 +17,7 @@ def stored_transitions(config: Config, iterations: int):
     state = jax.jit(trainer.init)(seed_keys(config)[0])
     state, out = jax.jit(trainer.run_chunk, static_argnums=2)(state, jnp.int32(0), iterations)
     n = iterations * config.env_steps_per_iteration
-    return jax.tree.map(lambda x: np.asarray(x[:n]), state.replay.data), out
+    return jax.tree.map(lambda x: np.asarray(x[:n]), state.agent.replay.data), out
 
 
 def test_time_limit_truncation_bootstraps_from_the_real_final_observation():
@@ -39,7 +39,9 @@ def test_time_limit_truncation_bootstraps_from_the_real_final_observation():
     data, out = stored_transitions(config, 450)
     lengths = np.asarray(out.ep_length).reshape(-1)
     assert list(np.nonzero(lengths)[0]) == [199, 399] and set(lengths[lengths > 0]) == {200}
-    assert not data.terminated.any(), "a time-limit truncation was stored as terminal"
+    gamma = np.float32(config.gamma)
+    assert np.all(data.discount == gamma), "a time-limit truncation was stored as terminal"
+    assert list(np.nonzero(data.last)[0]) == [199, 399]  # ...but as the end of its episode
     # Within an episode next_obs[t] == obs[t+1]; across the boundary it must not be the reset obs
     for t in range(449):
         if t in (199, 399):
@@ -65,14 +67,16 @@ def test_termination_is_stored_as_terminal():
     )
     data, out = stored_transitions(config, 200)
     ends = np.asarray(out.ep_length).reshape(-1) > 0  # [400] in time-major, env-minor order
-    np.testing.assert_array_equal(data.terminated.astype(bool), ends)
+    np.testing.assert_array_equal(data.discount == 0, ends)
+    assert np.all(data.discount[~ends] == np.float32(config.gamma))
+    np.testing.assert_array_equal(data.last.astype(bool), ends)
     # the stored final observation is out of bounds (|x| > 2.4 or |theta| > 12 degrees)
     final = data.next_obs[ends]
     assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 12 * 2 * np.pi / 360))
 
 
 def leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state.learner.params)]
+    return [np.asarray(x) for x in jax.tree.leaves(state.agent.learner.params)]
 
 
 def test_same_seed_is_bit_identical_and_seeds_differ():
@@ -138,8 +142,8 @@ def test_q_probes_trace_the_online_net_on_fixed_states(tmp_path):
     trainer = make_train(config)
     probes = np.asarray(result.state.probes[0])
     assert probes.shape == (3, 4) and len(np.unique(probes, axis=0)) == 3
-    params = jax.tree.map(lambda x: x[0], result.state.learner.params)
-    final_q = np.asarray(trainer.apply_fn(params, probes))
+    params = jax.tree.map(lambda x: x[0], result.state.agent.learner.params)
+    final_q = np.asarray(trainer.agent.apply_fn(params, probes))
     rows = np.loadtxt(tmp_path / "run" / "q_probes.csv", delimiter=",", skiprows=1)
     last = rows[rows[:, 1] == rows[:, 1].max()]
     assert last.shape == (3 * 2, 5)  # 3 probes x 2 actions at the final env step

@@ -22,8 +22,9 @@ def transitions(n: int, start: int = 0) -> Transition:
         obs=jnp.tile(ids[:, None], (1, OBS)),
         action=ids.astype(jnp.int32) % 2,
         reward=ids,
+        discount=jnp.full(n, 0.99, jnp.float32),
         next_obs=jnp.tile(ids[:, None] + 0.5, (1, OBS)),
-        terminated=jnp.zeros(n, jnp.float32),
+        last=jnp.zeros(n, jnp.float32),
     )
 
 
@@ -59,6 +60,9 @@ def test_arguments_are_validated(kwargs, name):
 def test_same_record_and_shapes_as_uniform_replay():
     prioritized, uniform = per.prioritized_replay(10, 4), uniform_replay(10, 4)
     assert isinstance(prioritized, Replay) and prioritized._fields == uniform._fields
+    # Only the "td" insertion rule reads abs_td in add (the agent then computes it).
+    assert not prioritized.needs_priority and not uniform.needs_priority
+    assert per.prioritized_replay(10, 4, priority_on_insert="td").needs_priority
 
     def shapes(buffer):
         def run(key):

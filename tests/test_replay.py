@@ -13,6 +13,7 @@ def batch(start, n):
         ids[:, None] * jnp.ones((1, 2)),
         ids.astype(jnp.int32),
         ids,
+        jnp.full(n, 0.99),
         ids[:, None] * jnp.ones((1, 2)),
         jnp.zeros(n),
     )

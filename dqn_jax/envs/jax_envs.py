@@ -1,4 +1,4 @@
-"""JAX environments (gymnax): lookup by id, validation, and a batched autoreset step.
+"""JAX environments (gymnax), stepped on the device: lookup by id, and a batched autoreset step.
 
 ``CartPole-v0`` is gymnax's CartPole with the 200-step time limit of Gymnasium's v0 (the
 notebook's environment); every other id is gymnax's own.
@@ -6,7 +6,6 @@ notebook's environment); every other id is gymnax's own.
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -15,39 +14,7 @@ import jax.numpy as jnp
 from gymnax.environments import spaces
 
 from dqn_jax import rng
-
-# Ids we add on top of gymnax's registry: id -> (gymnax id, max_steps_in_episode override).
-_ALIASES = {"CartPole-v0": ("CartPole-v1", 200)}
-
-
-class EnvSpec(NamedTuple):
-    """What the agent needs to know about an environment (host-side, static)."""
-
-    env_id: str
-    obs_shape: tuple[int, ...]
-    num_actions: int
-    max_episode_steps: int
-
-
-@cache
-def jax_env_ids() -> tuple[str, ...]:
-    """Every environment id the JAX backend accepts."""
-    import gymnax
-
-    return tuple(sorted(set(gymnax.registered_envs) | set(_ALIASES)))
-
-
-def unknown_env_message(env_id: str) -> str:
-    """A message naming ``env_id`` and the closest known ids (JAX and Gymnasium)."""
-    import gymnasium as gym
-
-    known = sorted(set(jax_env_ids()) | set(gym.registry))
-    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return (
-        f"env={env_id!r} is not a known environment.{hint} JAX environments: "
-        f"{', '.join(jax_env_ids())}; or any discrete-action Gymnasium id."
-    )
+from dqn_jax.envs import ALIASES, EnvSpec, jax_env_ids, unknown_env_message
 
 
 @cache
@@ -57,7 +24,7 @@ def make_env(env_id: str) -> tuple[Any, Any]:
 
     if env_id not in jax_env_ids():
         raise ValueError(unknown_env_message(env_id))
-    base_id, max_steps = _ALIASES.get(env_id, (env_id, None))
+    base_id, max_steps = ALIASES.get(env_id, (env_id, None))
     env, params = gymnax.make(base_id)
     if max_steps is not None:
         params = params.replace(max_steps_in_episode=max_steps)

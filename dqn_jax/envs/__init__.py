@@ -1,0 +1,126 @@
+"""Environments of both backends, and the one place a config meets them.
+
+- :mod:`dqn_jax.envs.jax_envs`: gymnax environments, stepped on the device (JAX backend).
+- :mod:`dqn_jax.envs.gym_envs`: Gymnasium environments, stepped on the host (gymnasium
+  backend), in the same-step vector env of :mod:`dqn_jax.envs.vector_env`, with the Atari
+  preprocessing of :mod:`dqn_jax.envs.atari`.
+
+:func:`prepare` resolves ``backend="auto"``, refuses the fields the chosen backend cannot
+honour and checks the environment id, once, before anything compiles; a :class:`Config`
+itself only checks ranges.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import NamedTuple
+
+# Ids we add on top of gymnax's registry: id -> (gymnax id, max_steps_in_episode override).
+ALIASES = {"CartPole-v0": ("CartPole-v1", 200)}
+
+
+class EnvSpec(NamedTuple):
+    """What the agent needs to know about an environment (host-side, static)."""
+
+    env_id: str
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    max_episode_steps: int  # 0 = no time limit
+
+
+@cache
+def jax_env_ids() -> tuple[str, ...]:
+    """Every environment id the JAX backend accepts (gymnax's registry; no env is built)."""
+    import gymnax
+
+    return tuple(sorted(set(gymnax.registered_envs) | set(ALIASES)))
+
+
+def unknown_env_message(env_id: str) -> str:
+    """A message naming ``env_id`` and the closest known ids (JAX and Gymnasium)."""
+    import gymnasium as gym
+
+    known = sorted(set(jax_env_ids()) | set(gym.registry))
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"env={env_id!r} is not a known environment.{hint} JAX environments: "
+        f"{', '.join(jax_env_ids())}; or any discrete-action Gymnasium id."
+    )
+
+
+def resolve_backend(env_id: str, backend: str = "auto") -> str:
+    """``"jax"`` or ``"gymnasium"``: ``backend`` itself unless it is ``"auto"``, which means
+    jax for a JAX environment id and gymnasium for any other."""
+    if backend != "auto":
+        return backend
+    return "jax" if env_id in jax_env_ids() else "gymnasium"
+
+
+def _refuse(field: str, value, why: str):
+    from dqn_jax.config import ConfigError
+
+    raise ConfigError(f"{field}={value!r} is invalid: {why}")
+
+
+def _check_fields(config) -> None:
+    """Refuse what ``config.backend`` cannot honour."""
+    if config.backend == "gymnasium":
+        host = "with backend='gymnasium'"
+        if config.num_seeds != 1:
+            _refuse(
+                "num_seeds",
+                config.num_seeds,
+                f"must be 1 {host} (one host environment loop per run; run several processes "
+                "for several seeds)",
+            )
+        if config.prefill_episodes:
+            _refuse("prefill_episodes", config.prefill_episodes, f"must be 0 {host}")
+        if config.probe_states:
+            _refuse(
+                "probe_states",
+                config.probe_states,
+                f"must be 0 {host} (Q-value traces of fixed states are recorded inside the "
+                "compiled loop of the JAX backend only)",
+            )
+        if config.env_steps_per_iteration > config.buffer_size:
+            _refuse(
+                "train_every",
+                config.train_every,
+                f"must be <= buffer_size ({config.buffer_size}) {host} (an iteration is stored "
+                "at once)",
+            )
+    elif config.terminal_on_life_loss:
+        _refuse("terminal_on_life_loss", True, "needs backend='gymnasium' (Atari)")
+
+
+def env_spec(config) -> EnvSpec:
+    """The :class:`EnvSpec` of ``config.env`` on ``config.backend`` (resolved); ``ValueError``
+    for an unknown id, a non-discrete action space or an environment that cannot be built."""
+    if config.backend == "jax":
+        if config.env not in jax_env_ids():
+            raise ValueError(unknown_env_message(config.env))
+        from dqn_jax.envs.jax_envs import env_spec as jax_spec
+
+        return jax_spec(config.env)
+    from dqn_jax.envs.gym_envs import gymnasium_env_spec
+
+    return gymnasium_env_spec(config.env)
+
+
+def prepare(config):
+    """``(config, spec)``: ``config`` with its backend resolved, checked against that backend
+    (fields it cannot honour, the env id, the network's input shape), and the env's spec.
+    Raises :class:`~dqn_jax.config.ConfigError` naming the field."""
+    from dqn_jax.config import ConfigError
+    from dqn_jax.networks import make_network
+
+    config = config.replace(backend=resolve_backend(config.env, config.backend))
+    _check_fields(config)
+    try:
+        spec = env_spec(config)
+        make_network(config, spec.num_actions, spec.obs_shape)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return config, spec

@@ -1,0 +1,125 @@
+"""Gymnasium environments, stepped on the host: ids, specs, the vector env, stored next obs.
+
+Any Gymnasium id with a discrete action space and a Box observation space; ``ALE/...`` ids get
+the Nature DQN preprocessing of :mod:`dqn_jax.envs.atari`. The environments of a run live in a
+:class:`dqn_jax.envs.vector_env.SameStepVectorEnv` (same-step autoreset).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from dqn_jax.envs import EnvSpec, atari, unknown_env_message
+from dqn_jax.envs.vector_env import SameStepVectorEnv
+
+
+@cache
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` gets the Atari setup (:mod:`dqn_jax.envs.atari` preprocessing, the frame
+    replay): every ``ALE/...`` id, and any other id ale-py registers when it is installed.
+    An id Gymnasium already knows is answered from its registry, without importing ale-py."""
+    import gymnasium as gym
+
+    if env_id.startswith("ALE/"):
+        return True
+    spec = gym.registry.get(env_id)
+    if spec is not None:
+        return spec.entry_point == atari.ALE_ENTRY_POINT
+    try:
+        return atari.is_atari_id(env_id)  # registers ale-py's ids, then looks
+    except ImportError:
+        return False
+
+
+def make_env(env_id: str, *, terminal_on_life_loss: bool = False):
+    """One Gymnasium environment: ``gym.make(env_id)``, or for an Atari id
+    :func:`dqn_jax.envs.atari.make_atari_env` (Nature DQN preprocessing, ``uint8[4, 84, 84]``
+    observations, raw rewards)."""
+    import gymnasium as gym
+
+    if is_atari(env_id):
+        return atari.make_atari_env(env_id, terminal_on_life_loss=terminal_on_life_loss)
+    return gym.make(env_id)
+
+
+@cache
+def gymnasium_env_spec(env_id: str) -> EnvSpec:
+    """Static facts of a Gymnasium id (``max_episode_steps`` 0 = no time limit).
+
+    ``ValueError`` for an unknown id (naming close ids), an environment that cannot be built
+    (e.g. a missing optional dependency), a non-Discrete action space or a non-Box observation
+    space.
+    """
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    if is_atari(env_id):
+        try:
+            atari.is_atari_id(env_id)  # registers ale-py's ids
+        except ImportError as err:
+            raise ValueError(str(err)) from None
+    if env_id not in gym.registry:
+        raise ValueError(unknown_env_message(env_id))
+    try:
+        env = make_env(env_id)
+    except Exception as err:  # missing extras (box2d, ale-py ROMs, ...) surface as many types
+        raise ValueError(f"env={env_id!r} could not be created: {err}") from None
+    try:
+        action_space, obs_space = env.action_space, env.observation_space
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(
+            f"env={env_id!r} has a {type(action_space).__name__} action space; "
+            "DQN needs a discrete one (gymnasium.spaces.Discrete)."
+        )
+    if not isinstance(obs_space, spaces.Box):
+        raise ValueError(
+            f"env={env_id!r} has a {type(obs_space).__name__} observation space; "
+            "the gymnasium backend needs a Box (array) observation space."
+        )
+    return EnvSpec(env_id, tuple(int(d) for d in obs_space.shape), int(action_space.n), limit or 0)
+
+
+def env_kwargs(config) -> dict:
+    """Keyword arguments of :func:`make_env` that come from ``config``."""
+    return {"terminal_on_life_loss": True} if config.terminal_on_life_loss else {}
+
+
+def obs_dtype(env_id: str) -> np.dtype:
+    """dtype the replay stores observations in: ``uint8`` for image (uint8) observations, else
+    ``float32``."""
+    env = make_env(env_id)
+    try:
+        dtype = np.dtype(env.observation_space.dtype)
+    finally:
+        env.close()
+    return np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
+
+
+def make_vector_env(env_id: str, num_envs: int, **env_kwargs):
+    """``num_envs`` copies of ``env_id`` with same-step autoreset (the final observation of an
+    ended episode is in ``info["final_obs"]``): a :class:`dqn_jax.vector_env.SameStepVectorEnv`,
+    which returns what ``gymnasium.vector.SyncVectorEnv`` with ``AutoresetMode.SAME_STEP`` does,
+    at about half its cost per step on CartPole."""
+    return SameStepVectorEnv([lambda: make_env(env_id, **env_kwargs) for _ in range(num_envs)])
+
+
+def stored_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """The ``next_obs`` to store for one vector step: the observation returned by ``step``,
+    except where an episode ended (``done[i]``), where it is the episode's true final observation
+    ``info["final_obs"][i]`` (same-step autoreset put the reset observation in ``next_obs``).
+
+    ``next_obs``: ``[N, *obs_shape]``; ``done``: ``bool[N]``. Returns a new array when any
+    episode ended, else ``next_obs`` itself.
+    """
+    if not done.any():
+        return next_obs
+    out = next_obs.copy()
+    final = info["final_obs"]
+    for i in np.flatnonzero(done):
+        out[i] = final[i]
+    return out
