@@ -249,17 +249,20 @@ def make_agent(
     total_updates = num_updates(config)
     n, upi, vspi = config.num_envs, config.updates_per_iteration, config.vector_steps_per_iteration
 
+    def fresh_returns():
+        """The returns accumulator's state before any step (example: one vector step)."""
+        example = example_transition(example_obs[0])
+        return returns.init(jax.tree.map(lambda x: jnp.zeros((n, *x.shape), x.dtype), example))
+
     def init(key: jax.Array, hyper: dict | None = None) -> AgentState:
         k_net, k_run = jax.random.split(key)
         params = network.init(k_net, example_obs)
         if flat_params:
             params, _ = ravel_pytree(params)
-        example = example_transition(example_obs[0])
-        batch_example = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), x.dtype), example)
         return AgentState(
             learner=Learner(params, params, optimizer.init(params)),
-            replay=replay.init(example),
-            returns=returns.init(batch_example),
+            replay=replay.init(example_transition(example_obs[0])),
+            returns=fresh_returns(),
             plan=jnp.zeros((vspi, n), jnp.int32),
             stats=jnp.zeros((4,), jnp.float32),
             key=k_run,
@@ -351,9 +354,7 @@ def make_agent(
         return maybe(copy_now, blend, state)
 
     def restart_returns(state: AgentState) -> AgentState:
-        example = example_transition(example_obs[0])
-        batch_example = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), x.dtype), example)
-        return state._replace(returns=returns.init(batch_example))
+        return state._replace(returns=fresh_returns())
 
     return Agent(
         config,

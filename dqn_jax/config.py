@@ -170,6 +170,13 @@ class Config:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
 
+def config_diff(old: Config, new: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """One ``field: old -> new`` line per field that differs, except those in ``ignore``."""
+    a, b = old.to_dict(), new.to_dict()
+    keys = [k for k in {**a, **b} if a.get(k) != b.get(k) and k not in ignore]
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
+
+
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 

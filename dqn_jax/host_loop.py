@@ -45,7 +45,7 @@ import numpy as np
 from dqn_jax import agent as core
 from dqn_jax import report
 from dqn_jax.agent import Agent, AgentState, EnvSteps, make_agent
-from dqn_jax.config import Config, ConfigError
+from dqn_jax.config import Config, ConfigError, config_diff
 from dqn_jax.envs import EnvSpec, gym_envs, prepare
 from dqn_jax.frame_replay import frame_replay
 from dqn_jax.replay import Replay
@@ -346,10 +346,10 @@ def train(
     """
     config, _ = prepare(config)
     agent = agent or make_host_agent(config)
-    changed = config_diff(agent.config, config, allowed=HOST_ONLY_FIELDS)
+    changed = config_diff(agent.config, config, ignore=HOST_ONLY_FIELDS)
     if changed:
         raise ConfigError(
-            f"the agent was built for another config ({', '.join(changed)}); "
+            f"the agent was built for another config ({'; '.join(changed)}); "
             f"a shared agent may differ only in {', '.join(HOST_ONLY_FIELDS)}"
         )
     device = (devices or jax.devices())[0]
@@ -369,12 +369,6 @@ def train(
 HOST_ONLY_FIELDS = ("seed", "num_chunks", "eval_episodes", "eval_every_chunks")
 """Fields only the host loop reads: runs may share one :class:`HostAgent` (and its compiled
 programs) across them."""
-
-
-def config_diff(a: Config, b: Config, allowed: tuple[str, ...] = ()) -> list[str]:
-    """Names of the fields that differ between ``a`` and ``b``, except ``allowed``."""
-    da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if da[k] != db[k] and k not in allowed]
 
 
 class Loop:

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import report
 from dqn_jax.agent import EVAL_STREAM
-from dqn_jax.config import Config
+from dqn_jax.config import Config, config_diff
 from dqn_jax.device_loop import Trainer, TrainState, make_train
 from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
 
@@ -142,12 +142,6 @@ def load_config(run_dir: str | Path) -> Config:
         return Config(**json.loads(path.read_text()))
     except FileNotFoundError:
         raise SystemExit(f"error: {path} not found: {run_dir} is not a run directory") from None
-
-
-def config_diff(old: Config, new: Config) -> list[str]:
-    """One ``field: old -> new`` line per field that differs."""
-    a, b = old.to_dict(), new.to_dict()
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in {**a, **b} if a.get(k) != b.get(k)]
 
 
 def state_shapes(trainer: Trainer) -> TrainState:
