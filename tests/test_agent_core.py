@@ -47,7 +47,7 @@ def random_steps(rng, v, n, obs_dim=4) -> EnvSteps:
     )
 
 
-@pytest.mark.parametrize("variant", ["ddqn", "ddqn_per"])
+@pytest.mark.parametrize("variant", [pytest.param("ddqn", marks=pytest.mark.slow), "ddqn_per"])
 def test_learner_step_is_bit_identical_whichever_driver_calls_it(variant):
     # The JAX driver keeps parameters as a pytree, the host driver as one flat vector; the
     # same key, the same stored steps and the same schedule must give the same bits.
@@ -111,6 +111,7 @@ def test_exploration_plans_agree_across_drivers_at_every_iteration():
     assert explored[0] == 1.0 and np.mean(explored[-5:]) < 0.3
 
 
+@pytest.mark.slow
 def test_both_drivers_start_learning_at_the_same_iteration():
     # A real run of each driver: the iterations that learned in the first chunk (the agent's
     # own count) are the same, whatever the environments did.

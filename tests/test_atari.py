@@ -149,6 +149,7 @@ def test_pong_round_trip_through_frame_replay():
         assert got.discount[j] == d and got.last[j] == 0
 
 
+@pytest.mark.slow
 def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
     """The nature-dqn preset, shrunk to 240 agent steps, through the Gymnasium backend: learns
     (finite loss), stores one frame per transition, writes the JAX backend's files."""

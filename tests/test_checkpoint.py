@@ -58,6 +58,7 @@ def test_stop_and_resume_is_bit_identical(uninterrupted, tmp_path):
     assert ckpt.saved_steps(tmp_path) == ckpt.saved_steps(full_dir) == [1_000, 1_500, 2_000]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_at_the_chunk_boundary_and_resume_finishes_the_run(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
 
@@ -76,6 +77,7 @@ def test_ctrl_c_saves_at_the_chunk_boundary_and_resume_finishes_the_run(uninterr
     assert_same_files(full_dir, tmp_path)
 
 
+@pytest.mark.slow
 def test_eval_of_the_final_checkpoint_matches_the_run_and_writes_json(uninterrupted, capsys):
     run_dir, full = uninterrupted
     result = evaluate_checkpoint(run_dir, echo=lambda s: None)
@@ -106,6 +108,7 @@ def test_console_and_jsonl_report_each_chunk(uninterrupted):
     assert np.isfinite(records[-1]["loss"]).all() and sum(records[-1]["episodes"]) > 0
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_through_tensorboardx(monkeypatch, tmp_path):
     scalars = []
 

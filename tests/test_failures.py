@@ -44,6 +44,7 @@ def leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
+@pytest.mark.slow
 def test_nan_names_chunk_steps_seeds_and_keeps_the_last_good_checkpoint(tmp_path):
     config = TINY.replace(seed=5)
     trainer = make_train(config)
@@ -97,6 +98,7 @@ def uninterrupted():
     return train(TINY, **{**QUIET, "checkpoint_every": 0})
 
 
+@pytest.mark.slow
 def test_changed_config_on_resume_is_refused_with_a_diff_unless_forced(
     tmp_path, uninterrupted, capsys
 ):
@@ -129,6 +131,7 @@ def damage(step_dir):
             path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted):
     train(TINY, tmp_path, stop_after_chunks=3, **QUIET)
     damage(tmp_path / "checkpoints" / "1500")
@@ -187,6 +190,7 @@ def check_latest_restores(run_dir, at_least):
     return steps[-1]
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_never_loses_the_previous_checkpoint(tmp_path):
     rng = random.Random(6)
     script = tmp_path / "saver.py"

@@ -292,6 +292,7 @@ def test_exploration_plan_and_acting_from_it():
     )
 
 
+@pytest.mark.slow
 def test_learning_run_is_deterministic_and_one_dispatch_per_step(tmp_path, capfd):
     config = Config(
         env="CartPole-v1",
@@ -368,6 +369,7 @@ def test_env_spec_and_config_errors():
         gb.train(counter_config(num_seeds=2), None, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_gymnasium_cartpole_v0(tmp_path):
     from dqn_jax.cli import main
 

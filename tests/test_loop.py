@@ -79,6 +79,7 @@ def leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state.agent.learner.params)]
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_and_seeds_differ():
     config = Config(num_seeds=2, **SMALL)
     a = train(config, progress=False, echo=lambda s: None)
@@ -94,6 +95,7 @@ def test_same_seed_is_bit_identical_and_seeds_differ():
     assert not np.array_equal(a.episodes[0][:20], a.episodes[1][:20])
 
 
+@pytest.mark.slow
 def test_seed_offset_selects_the_same_run():
     # run 1 of a 2-seed run with seed 0 is the run of seed 1: same episodes
     both = train(Config(num_seeds=2, **SMALL), progress=False, echo=lambda s: None)
@@ -101,6 +103,7 @@ def test_seed_offset_selects_the_same_run():
     np.testing.assert_array_equal(both.episodes[1][:, :2], one.episodes[0][:, :2])
 
 
+@pytest.mark.slow
 def test_random_agent_runs_through_the_loop():
     config = Config(**{**SMALL, "variant": "random", "total_steps": 4_000})
     result = train(config, progress=False, echo=lambda s: None)
@@ -136,6 +139,7 @@ def test_ddqn_learns_cartpole():
     assert result.eval_returns.mean() > 100
 
 
+@pytest.mark.slow
 def test_q_probes_trace_the_online_net_on_fixed_states(tmp_path):
     config = Config(num_seeds=1, probe_states=3, **SMALL)
     result = train(config, tmp_path / "run", progress=False, echo=lambda s: None)

@@ -282,6 +282,7 @@ def test_stratified_values_one_per_stratum():
     assert (np.asarray(stratified(jax.random.key(2), 1, jnp.float32(tiny))) < tiny).all()
 
 
+@pytest.mark.slow
 def test_stratified_uniforms_are_jax_random_uniform_bit_for_bit():
     # The unrolled threefry draws exactly jax.random.uniform's numbers, for typed and raw keys,
     # jitted or not, and under vmap; other key kinds fall back to jax.random.uniform itself.

@@ -29,6 +29,7 @@ def test_parse_and_expand_grid():
         expand(Config(**SMALL), {"gamma": (0.9, 1.5)})
 
 
+@pytest.mark.slow
 def test_traced_values_give_the_same_runs_as_constants():
     config = Config(num_seeds=2, anneal_lr=True, **SMALL)
     swept, _ = run_sweep(
@@ -90,6 +91,7 @@ def run_on(devices: int, **changes) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_runs_match_across_device_counts():
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
     # per-seed program on its share of the seeds). With the squared loss (the default preset's)
@@ -101,6 +103,7 @@ def test_sharded_runs_match_across_device_counts():
         assert runs[0]["episodes"] == other["episodes"]
 
 
+@pytest.mark.slow
 def test_pseudo_huber_runs_agree_to_rounding_across_device_counts():
     # Known limit: the pseudo-Huber gradient d / sqrt(1 + d^2) is compiled with different float
     # rounding in a multi-device program (measured: 1 ulp after one update), so across device
