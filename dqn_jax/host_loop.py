@@ -375,9 +375,8 @@ class Loop:
     """The host loop's running values between chunks: device state, current observation,
     next actions and the iteration's plan, vector steps done, running episode statistics."""
 
-    def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int, config=None):
+    def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int):
         self.agent, self.programs, self.envs = agent, programs, envs
-        self.config = config or agent.config
         self.obs, _ = envs.reset(seed=seed)
         state, first = jax.jit(agent.init)(jax.random.PRNGKey(seed), self.obs)
         self.state, self.actions, self.plan = state, np.asarray(first[0]), np.asarray(first[1:])
@@ -390,7 +389,7 @@ class Loop:
     def run(self, size: int):
         """Step ``size`` vector steps (whole iterations); ``(lengths, returns)`` ``[size, N]``
         of the episodes that ended (0 elsewhere). The hot path: locals only."""
-        config, programs, envs, stage = self.config, self.programs, self.envs, self.stage
+        config, programs, envs, stage = self.agent.config, self.programs, self.envs, self.stage
         n, vspi, kind_after = config.num_envs, config.vector_steps_per_iteration, self.kind_after
         state, obs, actions, plan, vstep = self.state, self.obs, self.actions, self.plan, self.vstep
         explores = (plan >= 0).all(axis=1).tolist()  # per step of the iteration: no greedy env
@@ -425,7 +424,7 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
     n, vspi = config.num_envs, config.vector_steps_per_iteration
     programs = Programs(agent)
     start = time.perf_counter()
-    loop = Loop(agent, programs, envs, config.seed, config)
+    loop = Loop(agent, programs, envs, config.seed)
     compile_s = time.perf_counter() - start + programs.warm_up(loop.state, kinds_in_run(config))
     echo(
         f"{config.env} (gymnasium, {n} env(s)) | {config.variant} | 1 seed x "
