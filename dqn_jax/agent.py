@@ -26,6 +26,7 @@ exploration schedule).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -51,12 +52,15 @@ from dqn_jax.learner import (
 )
 from dqn_jax.networks import make_network
 from dqn_jax.replay import Replay, Transition, example_transition, uniform_replay
-from dqn_jax.returns import Returns, one_step
-from dqn_jax.variants import VARIANTS
+from dqn_jax.returns import Returns, n_step
+from dqn_jax.variants import VARIANTS, learns, make_head
 
 EVAL_STREAM = 0x5EED
 """Evaluation draws from its own stream (key ``fold_in(run key, EVAL_STREAM)``, host
 environments seeded from it), so evaluating never changes training."""
+
+PRIORITY_STREAM = 0x9A1
+"""Priority on insert evaluates the head's loss with ``fold_in(state key, PRIORITY_STREAM)``."""
 
 # Config fields a sweep may vary per run inside one compiled program (traced f32 scalars).
 SWEEPABLE = (
@@ -101,16 +105,17 @@ class Agent(NamedTuple):
 
     config: Config
     spec: EnvSpec
-    apply_fn: Callable  # (params, obs [B, *obs_shape]) -> network output [B, ...]
+    apply_fn: Callable  # (params, obs [B, *obs_shape], key=None, **kw) -> output [B, ...]
     init: Callable[..., AgentState]  # (key, hyper=None) -> AgentState
-    q_values: Callable[[Any, jax.Array], jax.Array]  # (params, obs [N, ...]) -> f32[N, A]
-    greedy: Callable[[Any, jax.Array], jax.Array]  # (params, obs [N, ...]) -> i32[N]
+    q_values: Callable[..., jax.Array]  # (params, obs [N, ...], key=None) -> f32[N, A]
+    greedy: Callable[..., jax.Array]  # (params, obs [N, ...], key=None) -> i32[N]
     act: Callable[[AgentState, jax.Array, Any], jax.Array]  # (state, obs, j) -> i32[N]
     begin_iteration: Callable[[AgentState, Any], AgentState]
     store: Callable[[AgentState, EnvSteps, Any], AgentState]
     end_iteration: Callable[..., AgentState]
     restart_returns: Callable[[AgentState], AgentState]  # forget pending steps (envs were reset)
     unravel: Callable | None  # flat parameter vector -> the network's pytree (flat_params only)
+    stochastic: bool  # acting draws from a key (noisy layers, IQN fractions): see act_key
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -154,7 +159,7 @@ def num_updates(config: Config) -> int:
 
 def learning_due(config: Config, done_steps):
     """Whether the iteration that ends after ``done_steps`` env steps learns."""
-    return VARIANTS[config.variant].target_fn is not None and done_steps >= config.learning_starts
+    return learns(config.variant) and done_steps >= config.learning_starts
 
 
 def target_due(config: Config, done_steps, hyper: dict | None = None):
@@ -186,7 +191,7 @@ def maybe(predicate, fn: Callable, state):
 
 def default_replay(config: Config) -> Replay:
     """The variant's replay (uniform or prioritized) with the config's sizes."""
-    if VARIANTS[config.variant].replay == "prioritized":
+    if config.prioritized:
         from dqn_jax.per import prioritized_replay
 
         return prioritized_replay(
@@ -218,10 +223,12 @@ def make_agent(
 
     - ``network``: a flax module ``obs [B, *obs_shape] -> output [B, ...]`` (default: the
       config's MLP or Nature CNN).
-    - ``head``: a :class:`~dqn_jax.heads.Head` (default ``scalar_head(target_fn, loss_fn)``,
-      those defaulting to the variant's target and the config's loss).
+    - ``head``: a :class:`~dqn_jax.heads.Head` (default: the variant's,
+      :func:`dqn_jax.variants.make_head`; ``target_fn`` / ``loss_fn`` replace the pieces of a
+      scalar head).
     - ``replay``: any :class:`~dqn_jax.replay.Replay` (default: the variant's).
-    - ``returns``: a :class:`~dqn_jax.returns.Returns` (default: one-step).
+    - ``returns``: a :class:`~dqn_jax.returns.Returns` (default: ``n_step(config.n_step)``,
+      one-step where the replay builds n-step returns itself).
     - ``epsilon``: ``(env_step, hyper) -> f32[]`` (default: :func:`epsilon_at` of the config).
 
     ``obs_dtype``: the dtype observations are stored in (uint8 for frames). ``flat_params``
@@ -229,22 +236,32 @@ def make_agent(
     ``unravel`` gives the pytree back.
     """
     variant = VARIANTS[config.variant]
-    learns = variant.target_fn is not None
+    trains = learns(config.variant)
     network = network or make_network(config, spec.num_actions, spec.obs_shape)
-    if head is None:
+    if head is None and (target_fn or loss_fn):
+        if variant.head != "scalar":
+            raise ValueError(
+                f"target_fn/loss_fn replace a scalar head's pieces; variant={config.variant!r} "
+                f"has a {variant.head} head: pass head= instead"
+            )
         loss_fn = loss_fn or losses.LOSSES[config.loss]
-        head = scalar_head(target_fn or variant.target_fn, loss_fn)  # random: never trained
+        head = scalar_head(target_fn or variant.target_fn, loss_fn)
+    head = head or make_head(config)
     replay = replay or default_replay(config)
-    returns = returns or one_step()
+    if replay.n_step not in (1, config.n_step):
+        raise ValueError(f"the replay builds {replay.n_step}-step returns; n_step={config.n_step}")
+    returns = returns or n_step(config.n_step if replay.n_step == 1 else 1)
     epsilon = epsilon or (lambda step, hyper: epsilon_at(config, step, hyper))
     example_obs = jnp.zeros((1, *spec.obs_shape), obs_dtype)
     unravel = None
-    apply_fn = network.apply
+    apply_fn = with_key(network)
     if flat_params:
         shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), example_obs)
         _, unravel = ravel_pytree(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
-        apply_fn = lambda flat, obs: network.apply(unravel(flat), obs)  # noqa: E731
-    optimizer = make_optimizer(config.optimizer, config.max_grad_norm)
+        tree_apply = apply_fn
+        apply_fn = lambda flat, *args, **kw: tree_apply(unravel(flat), *args, **kw)  # noqa: E731
+    stochastic = bool(config.noisy) or variant.head == "iqn"
+    optimizer = make_optimizer(config.optimizer, config.max_grad_norm, config.adam_eps)
     update = make_update(apply_fn, optimizer, replay, head)
     total_updates = num_updates(config)
     n, upi, vspi = config.num_envs, config.updates_per_iteration, config.vector_steps_per_iteration
@@ -269,17 +286,19 @@ def make_agent(
             hyper=hyper or {},
         )
 
-    def q_values(params, obs: jax.Array) -> jax.Array:
-        return head.q_values(apply_fn(params, obs.astype(obs_dtype)))
+    def q_values(params, obs: jax.Array, key=None) -> jax.Array:
+        out = apply_fn(params, obs.astype(obs_dtype), key, **head.act_kwargs)
+        return head.q_values(out)
 
-    def greedy(params, obs: jax.Array) -> jax.Array:
-        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
+    def greedy(params, obs: jax.Array, key=None) -> jax.Array:
+        return jnp.argmax(q_values(params, obs, key), axis=-1).astype(jnp.int32)
 
     def act(state: AgentState, obs: jax.Array, j) -> jax.Array:
         """Actions ``i32[N]`` for ``obs [N, *obs_shape]`` at step ``j`` of the iteration."""
-        if not learns:
+        if not trains:
             return state.plan[j]
-        return act_from_plan(q_values(state.learner.params, obs), state.plan[j])
+        q = q_values(state.learner.params, obs, act_key(state.key, j))
+        return act_from_plan(q, state.plan[j])
 
     def begin_iteration(state: AgentState, first_env_step) -> AgentState:
         """Draw the exploration plan of the iteration whose first env step is given."""
@@ -299,7 +318,10 @@ def make_agent(
         abs_td = None
         if replay.needs_priority:
             learner = state.learner
-            terms = loss_terms(apply_fn, head, learner.params, learner.target_params, transitions)
+            key = jax.random.fold_in(state.key, PRIORITY_STREAM)
+            terms = loss_terms(
+                apply_fn, head, learner.params, learner.target_params, transitions, key
+            )
             abs_td = terms.priority
         return replay.add(state.replay, transitions, abs_td)
 
@@ -345,7 +367,7 @@ def make_agent(
     def end_iteration(state: AgentState, steps: EnvSteps, done_steps, learn_now, copy_now):
         """Store the iteration's steps, then learn if ``learn_now``, then update the target
         (``tau`` blend) if ``copy_now``; ``done_steps``: env steps done after the iteration."""
-        if not learns:
+        if not trains:
             return state
         state = store(state, steps, done_steps // n - vspi)
         state = maybe(learn_now, lambda s: learn(s, done_steps), state)
@@ -369,7 +391,22 @@ def make_agent(
         end_iteration,
         restart_returns,
         unravel,
+        stochastic,
     )
+
+
+def with_key(network: nn.Module) -> Callable:
+    """``apply(params, obs, key=None, **kwargs)`` of ``network``; a module whose ``__call__``
+    takes no ``key`` (a deterministic one written elsewhere) is called without it."""
+    if "key" in inspect.signature(type(network).__call__).parameters:
+        return network.apply
+    return lambda params, obs, key=None, **kwargs: network.apply(params, obs, **kwargs)
+
+
+def act_key(key: jax.Array, j) -> jax.Array:
+    """The acting key of step ``j`` of an iteration whose state key is ``key`` (both drivers:
+    a noisy net's noise and IQN's fractions are drawn afresh every step)."""
+    return jax.random.fold_in(key, j)
 
 
 def reset_stats(state: AgentState) -> AgentState:

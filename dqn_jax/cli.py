@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
+from dqn_jax.config import PRESETS, Config, ConfigError, preset_values, unresolved
 
 COMMANDS = ("train", "sweep", "eval", "plot", "presets")
 
@@ -62,7 +63,13 @@ def parse_train_args(
         print("\nConfig flags (override the preset):")
     preset_given = any(a == "--preset" or a.startswith("--preset=") for a in argv)
     try:
-        default = base if base is not None and not preset_given else from_preset(options.preset)
+        variant = _flag_value(rest, "--variant")
+        picked = {} if variant is None else {"variant": variant}
+        default = (
+            base
+            if base is not None and not preset_given
+            else unresolved(preset_values(options.preset, **picked))
+        )
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     # A resolved default backend ("jax" for CartPole) must not stick to another --env: unless
@@ -75,7 +82,7 @@ def parse_train_args(
         config = tyro.cli(
             Config,
             default=default,
-            args=rest,
+            args=bare_flags_true(rest),
             prog="dqn-jax train",
             config=(tyro.conf.FlagConversionOff,),
         )
@@ -85,6 +92,33 @@ def parse_train_args(
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     return config, options
+
+
+BOOL_FLAGS = tuple(
+    "--" + f.name.replace("_", "-") for f in fields(Config) if str(f.type).startswith("bool")
+)
+
+
+def bare_flags_true(args: list[str]) -> list[str]:
+    """``args`` with a value ``True`` after each boolean config flag given bare
+    (``--dueling --n-step 3`` -> ``--dueling True --n-step 3``)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in BOOL_FLAGS and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            out.append("True")
+    return out
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value of the last ``flag VALUE`` or ``flag=VALUE`` in ``args``, else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def default_run_dir(config: Config) -> Path:
@@ -216,10 +250,16 @@ def cmd_eval(argv: list[str]) -> int:
 
 
 def cmd_presets(argv: list[str]) -> int:
+    """``dqn-jax presets``: what each preset sets, and the per-variant values it adds."""
+    from dqn_jax.config import VARIANT_TUNING
+
     for name, overrides in PRESETS.items():
         print(f"{name}:")
         for key, value in overrides.items():
             print(f"    {key} = {value!r}")
+        for variant, tuned in VARIANT_TUNING.get(name, {}).items():
+            values = ", ".join(f"{k} = {v!r}" for k, v in tuned.items())
+            print(f"    with --variant {variant}: {values}")
     return 0
 
 

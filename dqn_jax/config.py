@@ -12,10 +12,12 @@ import math
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
-VariantName = Literal["random", "dqn_simple", "dqn", "ddqn", "ddqn_per"]
+VariantName = Literal[
+    "random", "dqn_simple", "dqn", "ddqn", "ddqn_per", "c51", "qr_dqn", "iqn", "m_dqn", "rainbow"
+]
 LossName = Literal["", "squared", "pseudo_huber", "huber"]
 Optimizer = Literal["adam", "rmsprop", "rmsprop_centered"]
-Exploration = Literal["linear", "exponential"]
+Exploration = Literal["", "linear", "exponential", "none"]
 InitScheme = Literal["lecun", "notebook"]
 PriorityRule = Literal["max", "td"]
 Backend = Literal["auto", "jax", "gymnasium"]
@@ -23,7 +25,7 @@ Network = Literal["mlp", "nature_cnn"]
 VARIANT_NAMES = get_args(VariantName)
 LOSS_NAMES = get_args(LossName)[1:]
 OPTIMIZERS = get_args(Optimizer)
-EXPLORATIONS = get_args(Exploration)
+EXPLORATIONS = get_args(Exploration)[1:]
 INIT_SCHEMES = get_args(InitScheme)
 PRIORITY_RULES = get_args(PriorityRule)
 NETWORKS = get_args(Network)
@@ -45,7 +47,9 @@ class Config:
     """jax | gymnasium | auto (jax when ``env`` is a JAX environment id, else gymnasium;
     resolved by :func:`dqn_jax.envs.prepare` when a run starts)."""
     variant: VariantName = "ddqn"
-    """random | dqn_simple | dqn | ddqn | ddqn_per: target function, replay and target net."""
+    """random | dqn_simple | dqn | ddqn | ddqn_per | c51 | qr_dqn | iqn | m_dqn | rainbow: the
+    head (scalar, categorical, quantile), its target, the replay and the target net
+    (:mod:`dqn_jax.variants`)."""
     seed: int = 0
     """Seed of the first run; run i of ``num_seeds`` uses seed ``seed + i``."""
     num_seeds: int = 1
@@ -78,6 +82,8 @@ class Config:
     averages with decay 0.95, step ``g / sqrt(E[g^2] - E[g]^2 + 0.01)``)."""
     lr: float = 1e-3
     """Learning rate (> 0)."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon (added to the root of the second moment; CleanRL's C51: 0.01 / batch)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0 over the run's updates."""
     max_grad_norm: float = 0.0
@@ -87,8 +93,9 @@ class Config:
     tau: float = 1.0
     """Target update ``target <- tau * online + (1 - tau) * target``; 1 = hard copy."""
 
-    exploration: Exploration = "linear"
-    """linear | exponential (the notebook's)."""
+    exploration: Exploration = ""
+    """linear | exponential (the notebook's) | none (greedy acting: noisy nets explore by their
+    noise); empty = none with ``noisy``, else linear."""
     eps_start: float = 1.0
     """Epsilon at step 0 (eps_max in the notebook)."""
     eps_end: float = 0.05
@@ -105,6 +112,41 @@ class Config:
     """Hidden layer widths of the Q-network MLP."""
     init_scheme: InitScheme = "lecun"
     """lecun (flax default) | notebook (weights uniform in [-1, 1])."""
+
+    n_step: int = 0
+    """Transitions span up to this many steps (reward sum ``sum_k gamma**k r_k``, bootstrap
+    ``gamma**k``, cut at episode ends); 0 = the variant's own (3 for rainbow, else 1)."""
+    dueling: bool | None = None
+    """Dueling head ``Q = V + A - mean_a A`` (Wang et al. 2016); None = the variant's own
+    (rainbow: on)."""
+    noisy: bool | None = None
+    """Factorised Gaussian noisy dense layers (Fortunato et al. 2018), noise drawn per forward
+    pass; evaluation uses the mean weights. None = the variant's own (rainbow: on)."""
+    noisy_sigma0: float = 0.5
+    """Noisy layers: initial noise scale ``sigma0 / sqrt(fan_in)``."""
+    prioritized: bool | None = None
+    """Prioritized replay (Schaul et al. 2016); None = the variant's own (ddqn_per, rainbow)."""
+    num_atoms: int = 51
+    """c51, rainbow: atoms of the categorical return distribution."""
+    v_min: float = -10.0
+    """c51, rainbow: smallest atom (return units)."""
+    v_max: float = 10.0
+    """c51, rainbow: largest atom (return units)."""
+    num_quantiles: int = 200
+    """qr_dqn: quantiles of the return distribution (at fractions ``(2i + 1) / 2N``)."""
+    num_tau_samples: int = 64
+    """iqn: sampled fractions for the online distribution in the loss (the paper's N)."""
+    num_tau_prime_samples: int = 64
+    """iqn: sampled fractions for the target distribution (the paper's N')."""
+    num_quantile_samples: int = 32
+    """iqn: sampled fractions for acting and the target's greedy action (the paper's K);
+    evaluation uses as many evenly spaced fractions ``(i + 0.5) / K``."""
+    munchausen_tau: float = 0.03
+    """m_dqn: entropy temperature of the softmax policy (Vieillard et al. 2020)."""
+    munchausen_alpha: float = 0.9
+    """m_dqn: scale of the log-policy bonus."""
+    munchausen_clip: float = -1.0
+    """m_dqn: lower clip l0 (< 0) of the scaled log-policy bonus."""
 
     per_alpha: float = 0.6
     """Prioritized replay: priority exponent (notebook 0.6)."""
@@ -132,11 +174,16 @@ class Config:
     """Also evaluate every this many chunks; 0 = only at the end."""
 
     def __post_init__(self) -> None:
-        if self.loss == "":
-            from dqn_jax.variants import VARIANTS
+        from dqn_jax.variants import VARIANTS
 
-            if self.variant in VARIANTS:
-                object.__setattr__(self, "loss", VARIANTS[self.variant].loss)
+        variant = VARIANTS.get(self.variant)
+        if variant is not None:  # "" / 0 / None fields take the variant's own value
+            for name, empty in _UNSET.items():
+                value = getattr(self, name)
+                if value is None or (value == empty and not isinstance(value, bool)):
+                    object.__setattr__(self, name, getattr(variant, name))
+        if self.exploration == "":
+            object.__setattr__(self, "exploration", "none" if self.noisy else "linear")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         validate(self)
 
@@ -162,12 +209,28 @@ class Config:
         return self.total_steps // self.env_steps_per_iteration
 
     def replace(self, **changes) -> Config:
-        """A validated copy with ``changes`` applied."""
+        """A validated copy with ``changes`` applied. Where ``changes`` sets ``variant`` or
+        ``noisy``, a field left at what the old variant implied (its loss, n_step, dueling,
+        noisy, prioritized; the exploration that followed from noisy) follows the new one."""
+        if {"variant", "noisy"} & changes.keys():
+            from dqn_jax.variants import VARIANTS
+
+            own = VARIANTS[self.variant]
+            for name, empty in _UNSET.items():
+                if name not in changes and getattr(self, name) == getattr(own, name):
+                    changes[name] = empty
+            implied = "none" if self.noisy else "linear"
+            if "exploration" not in changes and self.exploration == implied:
+                changes["exploration"] = ""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of every field."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+_UNSET = dict(loss="", n_step=0, dueling=None, noisy=None, prioritized=None)
+"""Fields whose empty value means "the variant's own" (resolved when a Config is built)."""
 
 
 def config_diff(old: Config, new: Config, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -209,7 +272,8 @@ def validate(c: Config) -> None:
         _fail("env", c.env, "must be an environment id")
     _one_of("backend", c.backend, BACKENDS)
     _one_of("variant", c.variant, VARIANT_NAMES)
-    _one_of("loss", c.loss, LOSS_NAMES)
+    if c.loss or not _has_own_loss(c.variant):
+        _one_of("loss", c.loss, LOSS_NAMES)
     _one_of("optimizer", c.optimizer, OPTIMIZERS)
     _one_of("exploration", c.exploration, EXPLORATIONS)
     _one_of("init_scheme", c.init_scheme, INIT_SCHEMES)
@@ -255,6 +319,8 @@ def validate(c: Config) -> None:
     if not c.lr > 0 or math.isinf(c.lr):
         _fail("lr", c.lr, "must be a finite number > 0")
     _at_least("max_grad_norm", c.max_grad_norm, 0.0)
+    if not c.adam_eps > 0:
+        _fail("adam_eps", c.adam_eps, "must be > 0")
     if not 0.0 < c.tau <= 1.0:
         _fail("tau", c.tau, "must be in (0, 1]")
     _in_range("eps_start", c.eps_start, 0.0, 1.0)
@@ -265,11 +331,59 @@ def validate(c: Config) -> None:
         _fail("eps_decay", c.eps_decay, "must be > 0")
     if not c.hidden_sizes or min(c.hidden_sizes) < 1:
         _fail("hidden_sizes", c.hidden_sizes, "must be one or more positive widths")
+    _check_variant_flags(c)
     _at_least("per_alpha", c.per_alpha, 0.0)
     if not c.per_eps > 0:
         _fail("per_eps", c.per_eps, "must be > 0")
     _in_range("per_beta0", c.per_beta0, 0.0, 1.0)
     _in_range("per_beta_final", c.per_beta_final, 0.0, 1.0)
+
+
+def _has_own_loss(variant: str) -> bool:
+    from dqn_jax.variants import VARIANTS
+
+    return VARIANTS[variant].head in ("categorical", "quantile", "iqn")
+
+
+def _check_variant_flags(c: Config) -> None:
+    """Flags that only some variants read, and combinations that mean nothing."""
+    from dqn_jax.variants import VARIANTS
+
+    variant = VARIANTS[c.variant]
+    _at_least("n_step", c.n_step, 1)
+    if c.variant == "random":
+        for name in ("dueling", "noisy", "prioritized"):
+            if getattr(c, name):
+                _fail(name, True, "variant='random' has no network to train (it acts uniformly)")
+        if c.n_step != 1:
+            _fail("n_step", c.n_step, "variant='random' stores nothing to learn from")
+    if _has_own_loss(c.variant) and c.loss:
+        _fail(
+            "loss",
+            c.loss,
+            f"variant={c.variant!r} has its own loss ({variant.loss_doc}); leave loss empty",
+        )
+    if variant.head == "munchausen" and c.n_step != 1:
+        _fail(
+            "n_step",
+            c.n_step,
+            "variant='m_dqn' needs n_step=1 (its log-policy bonus is defined for one step)",
+        )
+    if c.exploration == "none" and not c.noisy and c.variant != "random":
+        _fail("exploration", "none", "only with noisy=True (noise is then the exploration)")
+    if not c.noisy_sigma0 >= 0:
+        _fail("noisy_sigma0", c.noisy_sigma0, "must be >= 0")
+    _at_least("num_atoms", c.num_atoms, 2)
+    if not c.v_min < c.v_max or math.isinf(c.v_max - c.v_min):
+        _fail("v_max", c.v_max, f"must be finite and > v_min ({c.v_min})")
+    for name in ("num_quantiles", "num_tau_samples", "num_tau_prime_samples"):
+        _at_least(name, getattr(c, name), 1)
+    _at_least("num_quantile_samples", c.num_quantile_samples, 1)
+    if not c.munchausen_tau > 0:
+        _fail("munchausen_tau", c.munchausen_tau, "must be > 0")
+    _in_range("munchausen_alpha", c.munchausen_alpha, 0.0, 1.0)
+    if not c.munchausen_clip < 0:
+        _fail("munchausen_clip", c.munchausen_clip, "must be < 0")
 
 
 # Named presets: overrides of the defaults above.
@@ -346,6 +460,33 @@ PRESETS["cleanrl-cartpole"] = {
     "backend": "gymnasium",
 }
 
+# CleanRL c51_jax.py's default work: CartPole-v1 on Gymnasium, 1 env, 101 atoms in [-100, 100].
+PRESETS["cleanrl-c51-cartpole"] = dict(
+    env="CartPole-v1",
+    backend="gymnasium",
+    variant="c51",
+    num_atoms=101,
+    v_min=-100.0,
+    v_max=100.0,
+    total_steps=500_000,
+    num_envs=1,
+    train_every=10,
+    buffer_size=10_000,
+    batch_size=128,
+    learning_starts=10_000,
+    target_period=500,
+    optimizer="adam",
+    lr=2.5e-4,
+    adam_eps=0.01 / 128,
+    exploration="linear",
+    eps_start=1.0,
+    eps_end=0.05,
+    eps_duration=250_000,
+    hidden_sizes=(120, 84),
+    gamma=0.99,
+    num_chunks=10,
+)
+
 # Nature DQN (Mnih et al., 2015) on Atari, from dqn_jax.envs.atari.NATURE_DQN: steps are agent steps
 # (4 emulator frames each). The paper's target update every 10,000 gradient updates is 40,000
 # agent steps here. Not the paper's: sticky actions (the v5 ids' 0.25), and a life loss does
@@ -377,11 +518,57 @@ PRESETS["nature-dqn"] = dict(
 )
 
 
-def from_preset(name: str = "default", **overrides) -> Config:
-    """The preset ``name`` with ``overrides`` applied (validated)."""
+# Per-variant values for a preset's task, applied over the preset when a run picks that variant
+# (``from_preset(name, variant=V)``, ``dqn-jax train --preset name --variant V``); the flags
+# still override them. Tuned here on CartPole-v1 (see the README's results).
+VARIANT_TUNING: dict[str, dict[str, dict]] = {
+    "default": {
+        # Atoms spanning CartPole's and Acrobot's discounted returns (|G| <= 1 / (1 - gamma)).
+        "c51": dict(v_min=-100.0, v_max=100.0, lr=1.5e-3, target_period=500),
+        "rainbow": dict(v_min=-100.0, v_max=100.0),
+        # Fewer quantiles and fractions than the papers' 200 and 64/64/32: CartPole needs no
+        # more, and the quantile loss's cost grows with their product.
+        "qr_dqn": dict(num_quantiles=32, lr=1.5e-3, target_period=500),
+        "iqn": dict(
+            num_tau_samples=16,
+            num_tau_prime_samples=16,
+            num_quantile_samples=8,
+            lr=1.5e-3,
+            target_period=500,
+        ),
+        "m_dqn": dict(target_period=500),
+    },
+}
+
+
+def preset_values(name: str = "default", **overrides) -> dict:
+    """The field values of preset ``name`` with ``overrides`` applied, not yet validated; where
+    ``overrides`` picks a variant that :data:`VARIANT_TUNING` tunes for this preset, its values
+    come in between."""
     if name not in PRESETS:
         raise ConfigError(f"preset={name!r} is unknown: must be one of {', '.join(PRESETS)}")
-    return Config(**{**PRESETS[name], **overrides})
+    variant = overrides.get("variant", PRESETS[name].get("variant", "ddqn"))
+    tuned = VARIANT_TUNING.get(name, {}).get(variant, {})
+    values = {**PRESETS[name], **tuned, **overrides}
+    if variant in VARIANT_NAMES and _has_own_loss(variant) and "loss" not in overrides:
+        values["loss"] = ""  # the preset's loss is its scalar variant's; this head has its own
+    return values
+
+
+def from_preset(name: str = "default", **overrides) -> Config:
+    """The validated config of :func:`preset_values`."""
+    return Config(**preset_values(name, **overrides))
+
+
+def unresolved(values: dict) -> Config:
+    """A :class:`Config` holding ``values`` (defaults elsewhere) as given: neither validated nor
+    resolved ("" / 0 / None still mean the variant's own). Only as a parser's defaults, which
+    builds the real config from it (so a flag that changes the variant or ``noisy`` still
+    changes what follows from it)."""
+    config = object.__new__(Config)
+    for f in fields(Config):
+        object.__setattr__(config, f.name, values.get(f.name, f.default))
+    return config
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

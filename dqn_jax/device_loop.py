@@ -24,7 +24,7 @@ from dqn_jax import rng
 from dqn_jax.agent import Agent, AgentState, EnvSteps, make_agent
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.envs import EnvSpec, jax_envs, prepare
-from dqn_jax.variants import VARIANTS
+from dqn_jax.variants import learns
 
 
 class EnvState(NamedTuple):
@@ -140,7 +140,7 @@ def make_prefill(config: Config, spec: EnvSpec, agent: Agent) -> Callable:
     report."""
 
     def prefill(state: TrainState) -> TrainState:
-        if config.prefill_episodes == 0 or VARIANTS[config.variant].target_fn is None:
+        if config.prefill_episodes == 0 or not learns(config.variant):
             return state
 
         def body(carry):

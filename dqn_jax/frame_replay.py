@@ -20,6 +20,14 @@ observation): the ``padding_type="reset"`` of ``FrameStackObservation``. It is a
 when its successor ``t+1`` has been written and belongs to the same episode, and none of the
 frames it reads has been overwritten by the circular wrap.
 
+With ``n_step = n > 1`` the buffer still stores one-step data and builds ``n``-step
+transitions when sampling: the transition at ``t`` spans ``m = min(n, steps to the episode's
+end inclusive)`` steps, with ``reward = r_t + d_t r_t+1 + d_t d_t+1 r_t+2 + ...`` (each step's
+own discount), ``discount = d_t ... d_t+m-1`` and ``next_obs`` the stack ending at slot
+``t+m`` (the next step's frame, or the episode's final frame where it ended). It is a valid
+start once slots ``t+1 .. t+m`` are written and of its episode: a step waits for its
+``n - 1`` successors or its episode's end.
+
 Episode boundaries come from the steps themselves: a step starts a new episode (its slot is
 ``first``, its stacks reset-padded) when its column is empty, the column's previous step was
 ``done``, or its ``obs`` differs from the previous step's ``next_obs`` (with same-step autoreset
@@ -37,7 +45,9 @@ prioritized sampling is stratified, as :mod:`dqn_jax.per`.
 Compared with the full-stack buffers, a column's history must stay in the buffer, so up to
 ``S - 1`` stored frames per column near the oldest end and one frame per ended episode (its
 final frame) are not transition starts: a full buffer holds slightly fewer than ``capacity``
-sampleable transitions.
+sampleable transitions; with ``n_step = n`` the newest ``n - 1`` steps of a running episode
+are not starts yet, and an episode cut without ``done`` (reset behind the buffer's back) loses
+its last ``n`` steps.
 """
 
 from __future__ import annotations
@@ -68,7 +78,8 @@ class FrameReplayState(NamedTuple):
     pos: jax.Array  # uint8[T, N], min(slots since the episode's first slot, S - 1)
     ptr: jax.Array  # i32[N], next slot to write, per column
     count: jax.Array  # i32[N], written slots per column (<= T)
-    pending: jax.Array  # f32[N], priority for the column's newest step once it has a successor
+    pending: jax.Array  # f32[N] (n_step 1) or f32[N, n]: priorities of the column's last n
+    # steps (newest last), for when they become valid starts
     last_obs: jax.Array  # uint8[N, S, H, W], the column's last next_obs (zeros before any)
     last_done: jax.Array  # bool[N], whether the column's last step ended its episode
     last_pos: jax.Array  # i32[N], `pos` of the column's newest step
@@ -89,40 +100,79 @@ def stack_indices(t: jax.Array, pos: jax.Array, stack: int, num_slots: int) -> j
     return (t[..., None] - jnp.minimum(back, pos[..., None])) % num_slots
 
 
-def valid_starts(state: FrameReplayState, t: jax.Array, c: jax.Array) -> jax.Array:
-    """``bool[...]``: whether slot ``t`` of column ``c`` (``i32[...]`` each) is a valid
-    transition start: a step whose successor is written and in the same episode, and whose
-    stack history is still in the buffer."""
+def span(state: FrameReplayState, t: jax.Array, c: jax.Array, n_step: int = 1) -> jax.Array:
+    """``i32[...]``: env steps ``m`` the ``n_step``-step transition at slot ``t`` of column
+    ``c`` (``i32[...]`` each) spans: ``n_step``, or fewer where a final frame (the episode's
+    end) comes first at slot ``t + m``. Meaningful for valid starts only."""
+    if n_step == 1:
+        return jnp.ones(jnp.shape(t), jnp.int32)
+    k = jnp.arange(1, n_step + 1, dtype=jnp.int32)
+    ahead = (t[..., None] + k) % state.frames.shape[0]
+    final = ~state.is_step[ahead, c[..., None]]
+    return jnp.min(jnp.where(final, k, n_step), axis=-1)
+
+
+def valid_starts(state: FrameReplayState, t: jax.Array, c: jax.Array, n_step: int = 1) -> jax.Array:
+    """``bool[...]``: whether slot ``t`` of column ``c`` (``i32[...]`` each) is a valid start
+    of an ``n_step``-step transition: a step whose stack history is still in the buffer and
+    whose slots ``t+1 .. t+m`` (:func:`span`) are written and of its episode."""
     num_slots = state.frames.shape[0]
     oldest = (state.ptr[c] - state.count[c]) % num_slots
     age = (t - oldest) % num_slots  # 0 = the column's oldest slot
-    succ = (t + 1) % num_slots
-    return (
-        state.is_step[t, c]
-        & (age < state.count[c] - 1)
-        & ~state.first[succ, c]
-        & (age >= state.pos[t, c].astype(jnp.int32))
-    )
+    if n_step == 1:
+        succ = (t + 1) % num_slots
+        complete = (age < state.count[c] - 1) & ~state.first[succ, c]
+    else:
+        k = jnp.arange(1, n_step + 1, dtype=jnp.int32)
+        ahead = (t[..., None] + k) % num_slots
+        written = age[..., None] + k < state.count[c][..., None]
+        final = (~state.is_step[ahead, c[..., None]]).astype(jnp.int32)
+        read = jnp.cumsum(final, axis=-1) - final == 0  # no final frame before slot t+k
+        complete = jnp.all(~read | (written & ~state.first[ahead, c[..., None]]), axis=-1)
+    return state.is_step[t, c] & complete & (age >= state.pos[t, c].astype(jnp.int32))
 
 
-def gather(state: FrameReplayState, indices: jax.Array, stack: int) -> Transition:
-    """The transitions at slot ids ``indices`` (``i32[B]``, ``t * N + c``) of a buffer of
-    ``stack``-frame observations: ``obs`` and ``next_obs`` ``uint8[B, stack, H, W]``,
-    ``action i32[B]``, ``reward f32[B]``, ``discount f32[B]``, ``last f32[B]`` (0: the
-    next slot continues the episode). Meaningful for valid starts only (:func:`valid_starts`)."""
+def gather(state: FrameReplayState, indices: jax.Array, stack: int, n_step: int = 1) -> Transition:
+    """The ``n_step``-step transitions at slot ids ``indices`` (``i32[B]``, ``t * N + c``) of a
+    buffer of ``stack``-frame observations: ``obs`` and ``next_obs`` ``uint8[B, stack, H, W]``,
+    ``action i32[B]``, ``reward f32[B]`` (discounted sum over the :func:`span`), ``discount
+    f32[B]`` (product over it), ``last f32[B]`` (always 0). Meaningful for valid starts only
+    (:func:`valid_starts`)."""
     num_slots, num_envs = state.frames.shape[:2]
     t, c = indices // num_envs, indices % num_envs
     pos = state.pos[t, c].astype(jnp.int32)
+    m = span(state, t, c, n_step)
+    reward, discount = state.reward[t, c], state.discount[t, c]
+    if n_step > 1:
+        reward, discount = discounted_sum(state, t, c, m, n_step)
     obs_t = stack_indices(t, pos, stack, num_slots)
-    next_t = stack_indices((t + 1) % num_slots, pos + 1, stack, num_slots)
+    next_t = stack_indices((t + m) % num_slots, pos + m, stack, num_slots)
     return Transition(
         obs=state.frames[obs_t, c[:, None]],
         action=state.action[t, c],
-        reward=state.reward[t, c],
-        discount=state.discount[t, c],
+        reward=reward,
+        discount=discount,
         next_obs=state.frames[next_t, c[:, None]],
-        last=jnp.zeros_like(state.reward[t, c]),
+        last=jnp.zeros_like(reward),
     )
+
+
+def discounted_sum(
+    state: FrameReplayState, t: jax.Array, c: jax.Array, m: jax.Array, n_step: int
+) -> tuple[jax.Array, jax.Array]:
+    """``(reward, discount)`` ``f32[B]`` of the ``m``-step (``i32[B]``, ``<= n_step``)
+    transitions starting at slots ``t`` of columns ``c``: ``r_t + d_t r_t+1 + ...`` and
+    ``d_t ... d_t+m-1``, folded newest first as :func:`dqn_jax.returns.n_step` does."""
+    k = jnp.arange(n_step, dtype=jnp.int32)
+    slots = (t[:, None] + k) % state.frames.shape[0]
+    taken = k < m[:, None]
+    rewards = jnp.where(taken, state.reward[slots, c[:, None]], 0.0)
+    discounts = jnp.where(taken, state.discount[slots, c[:, None]], 1.0)
+    reward, discount = rewards[:, -1], discounts[:, -1]
+    for j in range(n_step - 2, -1, -1):
+        reward = rewards[:, j] + discounts[:, j] * reward
+        discount = discounts[:, j] * discount
+    return reward, discount
 
 
 def bytes_per_transition(state_or_shapes: Any) -> float:
@@ -136,14 +186,15 @@ def bytes_per_transition(state_or_shapes: Any) -> float:
 
 
 def _write_step(
-    state: FrameReplayState, step: Transition, new_priority: jax.Array, stack: int
+    state: FrameReplayState, step: Transition, new_priority: jax.Array, stack: int, n_step: int
 ) -> tuple[FrameReplayState, tuple[jax.Array, jax.Array]]:
     """Store one vector step (``step`` leaves ``[N, ...]``): the new state (its ``tree`` not
     yet updated) and the priority changes ``(slot ids i32[M], priorities f32[M])`` it makes (ids
     out of range where nothing changes), for :func:`dqn_jax.sumtree.update`.
 
-    ``new_priority f32[N]``: each env's step gets it once its successor is written (this step if
-    ``done``, else a later one: ``pending`` keeps it until then).
+    ``new_priority f32[N]``: each env's step gets it once it becomes a valid start (its
+    ``n_step``-th successor or its episode's final frame is written: this step if ``done``,
+    else a later one; ``pending`` keeps it until then).
 
     Nothing here reads the big per-slot arrays before writing them (the column's previous step
     is summarized in ``last_*``): a read before a write in one program makes XLA copy the whole
@@ -183,19 +234,25 @@ def _write_step(
         last_done=done,
         last_pos=pos,
     )
-    # Validity changes only near the writes: the previous newest slot (now has a successor),
-    # the step slot (has one iff `done`), and the slots whose history reached the overwritten
-    # ones (at most S - 1 past the last write). Priorities are written only where they change:
-    # the two newest step slots get theirs (or 0), older ones only ever lose validity.
-    offsets = jnp.arange(-1, stack + 1, dtype=jnp.int32)
-    window = (w[:, None] + offsets) % num_slots  # [N, S + 2], distinct as T >= S + 2
-    valid = valid_starts(state, window, c[:, None])
-    newest = offsets <= 0
-    fresh = jnp.where(offsets == -1, state.pending[:, None], new_priority[:, None])
-    changes = newest | ~valid
+    # Validity changes only near the writes: the n newest slots before the step and the step
+    # slot (their windows may now be complete), and the slots whose history reached the
+    # overwritten ones (at most S - 1 past the last write). Priorities are written only where
+    # they change: a start whose window ends at this write gets its pending priority; any
+    # other start only ever loses validity (a valid one with an earlier end already has its
+    # priority, perhaps updated since).
+    offsets = jnp.arange(-n_step, stack + 1, dtype=jnp.int32)
+    window = (w[:, None] + offsets) % num_slots  # [N, n + S + 1], distinct as T >= n + S + 1
+    valid = valid_starts(state, window, c[:, None], n_step)
+    ends_now = offsets + span(state, window, c[:, None], n_step) >= 0
+    newly = valid & (offsets <= 0) & ends_now
+    pending = state.pending.reshape(num_envs, n_step)  # [:, j]: the step n - j steps back
+    later = jnp.zeros((num_envs, stack), jnp.float32)
+    fresh = jnp.concatenate([pending, new_priority[:, None], later], axis=1)
+    changes = newly | ~valid
     ids = jnp.where(changes, window * num_envs + c[:, None], num_slots * num_envs)
-    values = jnp.where(valid, fresh, 0.0)
-    state = state._replace(pending=new_priority.astype(jnp.float32))
+    values = jnp.where(newly, fresh, 0.0)
+    pending = jnp.concatenate([pending[:, 1:], new_priority[:, None]], axis=1)
+    state = state._replace(pending=pending.reshape(state.pending.shape).astype(jnp.float32))
     return state, (ids.reshape(-1), values.reshape(-1))
 
 
@@ -209,17 +266,22 @@ def frame_replay(
     alpha: float = 0.6,
     eps: float = 0.01,
     priority_on_insert: str = "max",
+    n_step: int = 1,
 ) -> Replay:
     """Stacked-frame replay of ``capacity`` slots over ``num_envs`` columns (see module doc).
 
     Args:
-      capacity: total slots (``T = capacity // num_envs`` per column, ``T >= stack + 2``).
+      capacity: total slots (``T = capacity // num_envs`` per column,
+        ``T >= stack + n_step + 1``).
       batch_size: transitions per sample.
       num_envs: environments of the vector env; each writes its own column.
       stack: frames per observation ``S``.
       prioritized: PER sampling (stratified, IS weights) instead of uniform.
       alpha, eps, priority_on_insert: as :func:`dqn_jax.per.prioritized_replay` (prioritized
-        only); ``"td"`` needs ``abs_td`` in ``add``.
+        only); ``"td"`` needs ``abs_td`` in ``add`` (with ``n_step > 1``, the start step's
+        one-step ``|td|``: the only one the agent has when storing).
+      n_step: env steps a sampled transition spans at most (module doc), built when sampling
+        from the stored one-step steps; the returned ``Replay.n_step`` says so to the agent.
 
     Functions (``B = batch_size``, ``n = k * num_envs``):
 
@@ -229,8 +291,8 @@ def frame_replay(
       :class:`~dqn_jax.replay.Transition` of ``k`` vector steps, time-major (``last`` marks
       episode ends); ``abs_td f32[n]`` for ``priority_on_insert="td"``, else ignored.
       Steps of each env in order, with nothing skipped; episode starts are detected (module
-      doc). A step's priority is set once its successor is stored (the next step, or the
-      final frame if ``done``): until then it cannot be sampled.
+      doc). A step's priority is set once its transition is complete (``n_step`` successors,
+      or the episode's final frame, are stored): until then it cannot be sampled.
     - ``sample(state, key, beta) -> (ids i32[B], Transition[B], weights f32[B])``: slot ids
       ``t * N + c`` of valid starts only (an empty buffer gives slot 0, weight 1). Uniform:
       i.i.d. uniform over valid starts, weights 1. Prioritized: as :mod:`dqn_jax.per`.
@@ -238,13 +300,13 @@ def frame_replay(
       last wins); ids that are not valid starts are ignored; a no-op for uniform replay.
     """
     num_slots = slots_per_column(capacity, num_envs)
-    if num_envs < 1 or batch_size < 1 or stack < 1:
-        got = f"{num_envs}, {batch_size}, {stack}"
-        raise ValueError(f"num_envs, batch_size and stack must be >= 1, got {got}")
-    if num_slots < stack + 2:
+    if num_envs < 1 or batch_size < 1 or stack < 1 or n_step < 1:
+        got = f"{num_envs}, {batch_size}, {stack}, {n_step}"
+        raise ValueError(f"num_envs, batch_size, stack and n_step must be >= 1, got {got}")
+    if num_slots < stack + n_step + 1:
         raise ValueError(
             f"capacity={capacity} gives {num_slots} slots per env column for num_envs={num_envs};"
-            f" need at least stack + 2 = {stack + 2}"
+            f" need at least stack + n_step + 1 = {stack + n_step + 1}"
         )
     if num_slots * num_envs >= _MAX_EXACT:
         raise ValueError(f"capacity must be < {_MAX_EXACT} (float32 sum tree), got {capacity}")
@@ -269,7 +331,7 @@ def frame_replay(
             pos=jnp.zeros(per_slot, jnp.uint8),
             ptr=jnp.zeros((num_envs,), jnp.int32),
             count=jnp.zeros((num_envs,), jnp.int32),
-            pending=jnp.zeros((num_envs,), jnp.float32),
+            pending=jnp.zeros((num_envs,) if n_step == 1 else (num_envs, n_step), jnp.float32),
             last_obs=jnp.zeros((num_envs, *obs.shape), obs.dtype),
             last_done=jnp.zeros((num_envs,), bool),
             last_pos=jnp.zeros((num_envs,), jnp.int32),
@@ -295,13 +357,13 @@ def frame_replay(
         else:
             new = jnp.ones((n,), jnp.float32)
         if prioritized and priority_on_insert == "max":
-            # Each column's newest step waits for its successor; it then gets the max priority
-            # of that moment, the first at which it can be sampled.
-            state = state._replace(pending=jnp.full((num_envs,), state.max_priority))
+            # Each column's newest steps wait for their successors; each then gets the max
+            # priority of that moment, the first at which it can be sampled.
+            state = state._replace(pending=jnp.full_like(state.pending, state.max_priority))
         by_step = jax.tree.map(lambda x: x.reshape(k, num_envs, *x.shape[1:]), (steps, new))
 
         state, (ids, values) = jax.lax.scan(
-            lambda s, xs: _write_step(s, *xs, stack), state, by_step
+            lambda s, xs: _write_step(s, *xs, stack, n_step), state, by_step
         )
         # One tree update for all steps, in step order: where a later step changes a slot
         # again, its value is the last occurrence and wins.
@@ -326,7 +388,7 @@ def frame_replay(
             weights = importance_weights(sampled, beta)
         else:
             weights = jnp.ones((batch_size,), jnp.float32)
-        return indices, gather(state, indices, stack), weights
+        return indices, gather(state, indices, stack, n_step), weights
 
     def update(state: FrameReplayState, indices: jax.Array, abs_td: jax.Array):
         if not prioritized:
@@ -345,4 +407,4 @@ def frame_replay(
         )
 
     needs_priority = prioritized and priority_on_insert == "td"
-    return Replay(init, add, sample, update, needs_priority=needs_priority)
+    return Replay(init, add, sample, update, needs_priority=needs_priority, n_step=n_step)

@@ -49,7 +49,6 @@ from dqn_jax.config import Config, ConfigError, config_diff
 from dqn_jax.envs import EnvSpec, gym_envs, prepare
 from dqn_jax.frame_replay import frame_replay
 from dqn_jax.replay import Replay
-from dqn_jax.variants import VARIANTS
 
 EVAL_MAX_STEPS = 108_000
 """Step cap of one greedy evaluation episode when the environment has no time limit."""
@@ -143,15 +142,17 @@ class HostAgent(NamedTuple):
 
 def frame_replay_for(config: Config) -> Replay:
     """The replay of an Atari run: one stored frame per transition
-    (:func:`dqn_jax.frame_replay.frame_replay`), uniform or prioritized as the variant says."""
+    (:func:`dqn_jax.frame_replay.frame_replay`), uniform or prioritized as the variant says,
+    building the config's ``n_step`` transitions when sampling."""
     return frame_replay(
         config.buffer_size,
         config.batch_size,
         config.num_envs,
-        prioritized=VARIANTS[config.variant].replay == "prioritized",
+        prioritized=config.prioritized,
         alpha=config.per_alpha,
         eps=config.per_eps,
         priority_on_insert=config.per_priority_on_insert,
+        n_step=config.n_step,
     )
 
 
@@ -235,8 +236,18 @@ def compiled(agent: HostAgent, kind: StepKind) -> Callable:
     donated (the replay is written in place). Cached per agent: runs sharing an agent compile
     once."""
     if not kind.end:
+        if agent.agent.stochastic:
+            policy = agent.agent.greedy
+            return jax.jit(lambda params, key, j, obs: policy(params, obs, core.act_key(key, j)))
         return jax.jit(agent.agent.greedy)
     return jax.jit(lambda state, packed: agent.end(state, packed, kind), donate_argnums=0)
+
+
+@cache
+def compiled_greedy(agent: HostAgent) -> Callable:
+    """``(params, obs [N, ...]) -> i32[N]``: deterministic greedy actions (noisy layers at their
+    mean weights, IQN at evenly spaced fractions), jitted; what evaluation acts with."""
+    return jax.jit(agent.agent.greedy) if agent.agent.stochastic else compiled(agent, PLAIN)
 
 
 class Programs:
@@ -257,7 +268,7 @@ class Programs:
         (``host_input``, handed straight to the program: JAX's C++ path moves it ~10x faster
         than ``jax.device_put``), one device->host read."""
         if not kind.end:
-            return state, self.act(state.learner.params, host_input)
+            return state, self.act(state, 1, host_input)
         program = self.programs.get(kind) or self.programs.setdefault(
             kind, compiled(self.agent, kind)
         )
@@ -266,12 +277,15 @@ class Programs:
         self.transfers += 2
         return state, np.asarray(out)
 
-    def act(self, flat_params: jax.Array, obs: np.ndarray) -> np.ndarray:
-        """A plain step's program: greedy actions ``i32[N]`` for ``obs [N, *obs_shape]`` (the
-        hot path: one dispatch, one transfer each way, nothing else)."""
+    def act(self, state: AgentState, j: int, obs: np.ndarray) -> np.ndarray:
+        """A plain step's program: greedy actions ``i32[N]`` for ``obs [N, *obs_shape]`` at step
+        ``j`` of the iteration (the hot path: one dispatch, one transfer each way, nothing
+        else; a stochastic agent's acting noise also reads the state's key and ``j``)."""
         self.dispatches += 1
         self.transfers += 2
-        return np.asarray(self.greedy(flat_params, obs))
+        if self.agent.agent.stochastic:
+            return np.asarray(self.greedy(state.learner.params, state.key, j, obs))
+        return np.asarray(self.greedy(state.learner.params, obs))
 
     def warm_up(self, state: AgentState, kinds: set[StepKind]) -> float:
         """Compile the programs of ``kinds`` by running them on a scratch copy of ``state``
@@ -291,7 +305,7 @@ class Programs:
 def evaluate(agent: HostAgent, flat_params: jax.Array, episodes: int, seed: int) -> np.ndarray:
     """Greedy returns ``f32[episodes]``: one episode in each of ``episodes`` fresh environments
     (seeded ``seed + i``), run to its end (or :data:`EVAL_MAX_STEPS` without a time limit)."""
-    greedy = compiled(agent, PLAIN)
+    greedy = compiled_greedy(agent)
     config = agent.config
     envs = gym_envs.make_vector_env(config.env, episodes, **gym_envs.env_kwargs(config))
     try:
@@ -412,7 +426,7 @@ class Loop:
             elif explores[j + 1]:  # every env explores: no device call
                 actions = plan[j + 1]
             else:
-                greedy = programs.act(state.learner.params, obs)
+                greedy = programs.act(state, j + 1, obs)
                 # With one env, "not every env explores" means it acts greedily.
                 actions = greedy if n == 1 else np.where(plan[j + 1] >= 0, plan[j + 1], greedy)
         self.state, self.obs, self.actions, self.plan, self.vstep = state, obs, actions, plan, vstep

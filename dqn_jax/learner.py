@@ -33,13 +33,15 @@ class UpdateMetrics(NamedTuple):
     q_mean: jax.Array  # f32[], mean Q(s, a) of the batch
 
 
-def loss_terms(apply_fn: Callable, head: Head, params, target_params, batch: Transition):
-    """The head's :class:`~dqn_jax.heads.LossTerms` for ``batch`` (``[B]`` each): the network
-    on ``obs`` and ``next_obs`` with the online parameters, on ``next_obs`` with the target's."""
-    out = apply_fn(params, batch.obs)
-    out_next_online = apply_fn(params, batch.next_obs)
-    out_next_target = apply_fn(target_params, batch.next_obs)
-    return head.loss(out, out_next_online, out_next_target, batch)
+def loss_terms(apply_fn: Callable, head: Head, params, target_params, batch: Transition, key):
+    """The head's :class:`~dqn_jax.heads.LossTerms` for ``batch`` (``[B]`` each); ``key``
+    feeds the network's noise or sampled fractions (unused by deterministic networks)."""
+    return head.loss(apply_fn, params, target_params, batch, key)
+
+
+LOSS_STREAM = 0x1055
+"""The loss's key is ``fold_in(update key, LOSS_STREAM)``; the replay samples with the update key
+itself, so heads that draw nothing leave the sampling stream as it was."""
 
 
 def make_update(
@@ -53,14 +55,15 @@ def make_update(
     ``priority`` (``|td|``; a no-op for uniform replay). ``beta`` and ``lr`` may be traced.
     """
 
-    def loss_of(params, target_params, batch, weights):
-        terms: LossTerms = loss_terms(apply_fn, head, params, target_params, batch)
+    def loss_of(params, target_params, batch, weights, key):
+        terms: LossTerms = loss_terms(apply_fn, head, params, target_params, batch, key)
         return jnp.mean(weights * terms.loss), terms
 
     def update(learner: Learner, replay_state, key, beta, lr):
         indices, batch, weights = replay.sample(replay_state, key, beta)
+        k_loss = jax.random.fold_in(key, LOSS_STREAM)
         grads, terms = jax.grad(loss_of, has_aux=True)(
-            learner.params, learner.target_params, batch, weights
+            learner.params, learner.target_params, batch, weights, k_loss
         )
         direction, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
         params = jax.tree.map(lambda p, d: p - lr * d, learner.params, direction)
@@ -80,13 +83,15 @@ def update_target(learner: Learner, tau) -> Learner:
     return learner._replace(target_params=target)
 
 
-def make_optimizer(name: str, max_grad_norm: float) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str, max_grad_norm: float, adam_eps: float = 1e-8
+) -> optax.GradientTransformation:
     """The update *direction* of Adam, of TF1-style RMSProp (the notebook's) or of Nature DQN's
     centered RMSProp, optionally after global-norm clipping. The caller multiplies it by the
     (possibly annealed, possibly traced) learning rate, so ``p - lr * direction`` is exactly
-    that optimizer with that rate."""
+    that optimizer with that rate. ``adam_eps``: Adam's epsilon (outside the square root)."""
     if name == "adam":
-        opt = optax.scale_by_adam()
+        opt = optax.scale_by_adam(eps=adam_eps)
     elif name == "rmsprop":
         # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
         opt = optax.scale_by_rms(decay=0.9, eps=1e-10, initial_scale=1.0)

@@ -60,13 +60,17 @@ class Replay(NamedTuple):
     """A replay buffer: four pure functions over an explicit pytree state (see module doc).
 
     ``needs_priority``: ``add`` reads ``abs_td`` (a prioritized buffer that gives new
-    transitions their own TD priority); the agent then computes it for every stored batch."""
+    transitions their own TD priority); the agent then computes it for every stored batch.
+    ``n_step``: the buffer itself builds ``n_step``-step transitions from the one-step ones it
+    stores, when sampling (the frame replay); the agent then stores one-step transitions.
+    Otherwise (1) the agent's write-side accumulator (:func:`dqn_jax.returns.n_step`) does."""
 
     init: Callable[[Transition], Any]
     add: Callable[[Any, Transition, jax.Array | None], Any]
     sample: Callable[[Any, jax.Array, jax.Array | float], tuple[jax.Array, Transition, jax.Array]]
     update: Callable[[Any, jax.Array, jax.Array], Any]
     needs_priority: bool = False
+    n_step: int = 1
 
 
 class UniformState(NamedTuple):

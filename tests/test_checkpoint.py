@@ -58,6 +58,39 @@ def test_stop_and_resume_is_bit_identical(uninterrupted, tmp_path):
     assert ckpt.saved_steps(tmp_path) == ckpt.saved_steps(full_dir) == [1_000, 1_500, 2_000]
 
 
+# The family's agents with small heads: 200 iterations of 2 envs in 4 chunks, learning from
+# env step 100 (end of chunk 1); the stop after chunk 2 falls inside learning.
+FAMILY = dict(num_atoms=11, num_tau_samples=8, num_tau_prime_samples=8, num_quantile_samples=8)
+TINY_FAMILY = {**SMALL, "num_chunks": 4, "total_steps": 400, "learning_starts": 100, **FAMILY}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["rainbow", "iqn"])
+def test_stop_and_resume_is_bit_identical_for_the_family(variant, tmp_path):
+    # rainbow: noisy dueling C51 with PER and the 3-step accumulator's pending window in the
+    # state; iqn: sampled fractions. Keys, sum tree, window: all must resume exactly.
+    config = Config(**{**TINY_FAMILY, "variant": variant}, num_seeds=2)
+    full = train(config, tmp_path / "full", **QUIET)
+    first = train(config, tmp_path / "cut", stop_after_chunks=2, **QUIET)
+    assert first.summary == {"stopped_after_chunk": 2, "env_step": 200}
+    resumed = train(config, tmp_path / "cut", resume=True, **QUIET)
+    assert_same_state(full.state, resumed.state)
+    assert_same_files(tmp_path / "full", tmp_path / "cut")
+    np.testing.assert_array_equal(full.eval_returns, resumed.eval_returns)
+    # The run itself (2 seeds on CartPole-v1): it learned, finitely, and moved its parameters.
+    agent = full.state.agent
+    stats = np.asarray(agent.stats)  # the last chunk's: loss sum, Q sum, iterations learned
+    assert (stats[:, 2] == 50).all() and np.isfinite(stats[:, :2]).all()
+    params = [np.asarray(x) for x in jax.tree.leaves(agent.learner.params)]
+    halfway = [np.asarray(x) for x in jax.tree.leaves(first.state.agent.learner.params)]
+    assert all(not np.array_equal(p, h) for p, h in zip(params, halfway, strict=True))
+    assert all(not np.array_equal(p[0], p[1]) for p in params)  # the seeds differ
+    # every env step stored, but the last n - 1 of each env still in the n-step window
+    want = config.total_steps - (config.n_step - 1) * config.num_envs
+    np.testing.assert_array_equal(agent.replay.size, [want, want])
+    assert config.n_step == (3 if variant == "rainbow" else 1)
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_at_the_chunk_boundary_and_resume_finishes_the_run(uninterrupted, tmp_path):
     full_dir, full = uninterrupted

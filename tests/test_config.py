@@ -19,8 +19,8 @@ from dqn_jax.envs import prepare
         ({"gamma": 1.5}, r"gamma=1\.5 is invalid: must be in \[0\.0, 1\.0\]"),
         ({"gamma": -0.1}, r"gamma=-0\.1"),
         (
-            {"variant": "rainbow"},
-            r"variant='rainbow' is invalid: must be one of random, dqn_simple",
+            {"variant": "rainbow_v2"},
+            r"variant='rainbow_v2' is invalid: must be one of random, dqn_simple",
         ),
         ({"num_envs": 4, "train_every": 3}, r"train_every=3 .*multiple or a divisor of num_envs"),
         ({"total_steps": 1001, "num_envs": 4, "train_every": 4}, r"total_steps=1001 .*e\.g\. 1000"),
@@ -119,3 +119,52 @@ def test_rmsprop_centered_is_optax_centered_rmsprop():
         u, s_ref = ref.update(grads, s_ref, params)
         for k in params:
             np.testing.assert_allclose(-2.5e-4 * d[k], u[k], rtol=1e-6, atol=1e-12)
+
+
+# The DQN family's flags: composed, defaulting to the variant's own, refused where meaningless.
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"variant": "m_dqn", "n_step": 3}, r"n_step=3 .*variant='m_dqn' needs n_step=1"),
+        ({"variant": "c51", "loss": "huber"}, r"loss='huber' .*variant='c51' has its own loss"),
+        ({"variant": "iqn", "loss": "squared"}, r"loss='squared' .*variant='iqn' has its own"),
+        ({"variant": "random", "noisy": True}, r"noisy=True .*variant='random' has no network"),
+        ({"variant": "random", "n_step": 2}, r"n_step=2 .*variant='random' stores nothing"),
+        ({"exploration": "none"}, r"exploration='none' .*only with noisy=True"),
+        ({"variant": "c51", "v_min": 5.0, "v_max": 1.0}, r"v_max=1\.0 .*> v_min \(5\.0\)"),
+        ({"variant": "c51", "num_atoms": 1}, r"num_atoms=1 is invalid: must be >= 2"),
+        ({"n_step": -1}, r"n_step=-1 is invalid: must be >= 1"),
+        ({"munchausen_clip": 0.5}, r"munchausen_clip=0\.5 is invalid: must be < 0"),
+        ({"noisy_sigma0": -0.1}, r"noisy_sigma0=-0\.1 is invalid"),
+    ],
+)
+def test_family_flags_that_make_no_sense_are_refused_naming_both(changes, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Config(**changes)
+
+
+def test_family_flags_default_to_the_variants_own_and_compose():
+    rainbow = Config(variant="rainbow")
+    assert (rainbow.n_step, rainbow.dueling, rainbow.noisy, rainbow.prioritized) == (3, 1, 1, 1)
+    assert rainbow.exploration == "none" and rainbow.loss == ""  # noise explores; CE loss
+    plain = Config(variant="ddqn")
+    assert (plain.n_step, plain.dueling, plain.noisy, plain.prioritized) == (1, 0, 0, 0)
+    assert plain.exploration == "linear"
+    # An explicit False is kept (not mistaken for "unset"), and epsilon comes back without noise.
+    ablated = Config(variant="rainbow", noisy=False, dueling=False, n_step=1)
+    assert (ablated.noisy, ablated.dueling, ablated.n_step, ablated.prioritized) == (0, 0, 1, 1)
+    assert ablated.exploration == "linear"
+    # Noisy with epsilon, when asked for.
+    assert Config(variant="rainbow", exploration="linear").exploration == "linear"
+
+
+def test_cli_bare_boolean_flags_and_variant_changes_recompute_what_follows():
+    config, _ = parse_train_args(["--variant", "c51", "--n-step", "3", "--dueling"])
+    assert (config.variant, config.n_step, config.dueling, config.noisy) == ("c51", 3, True, False)
+    assert config.loss == ""  # the default preset's squared loss is the scalar variants'
+    config, _ = parse_train_args(["--variant", "rainbow", "--noisy", "False"])
+    assert (config.noisy, config.exploration, config.dueling) == (False, "linear", True)
+    config, _ = parse_train_args(["--variant", "ddqn", "--prioritized", "--anneal-lr", "False"])
+    assert config.prioritized and not config.anneal_lr
+    with pytest.raises(SystemExit):
+        parse_train_args(["--variant", "m_dqn", "--n-step", "3"])

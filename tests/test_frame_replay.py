@@ -259,5 +259,5 @@ def test_rejects_bad_input():
         replay.add(state, step._replace(next_obs=step.next_obs[:, 1:]))
     with pytest.raises(ValueError, match="multiple"):
         replay.add(state, jax.tree.map(lambda x: x[:1], step))
-    with pytest.raises(ValueError, match="stack \\+ 2"):
+    with pytest.raises(ValueError, match="stack \\+ n_step \\+ 1"):
         fr.frame_replay(10, 4, 2, stack=4)

@@ -426,3 +426,106 @@ def test_cli_sends_a_gymnasium_only_id_to_the_gymnasium_backend():
     assert parse_train_args(["--preset", "cleanrl-cartpole"])[0].backend == "gymnasium"
     forced = parse_train_args(["--env", "CartPole-v1", "--backend", "gymnasium"])[0]
     assert forced.backend == "gymnasium"
+
+
+# Tiny Gymnasium runs of the family: 1 env, CartPole-v1, small heads. The target net blends
+# (tau 0.1) at every iteration's end, so a run compiles two end programs (before and after
+# learning starts), not four.
+FAMILY_GYM = dict(
+    env="CartPole-v1",
+    backend="gymnasium",
+    num_envs=1,
+    train_every=1,
+    total_steps=300,
+    buffer_size=400,
+    batch_size=16,
+    learning_starts=100,
+    target_period=1,
+    tau=0.1,
+    eps_duration=200,
+    hidden_sizes=(16,),
+    num_chunks=1,
+    eval_episodes=0,
+    num_atoms=11,
+    num_quantiles=8,
+    num_tau_samples=8,
+    num_tau_prime_samples=8,
+    num_quantile_samples=8,
+)
+
+
+def check_learned(config: Config, state) -> None:
+    """Checks on a host-loop run's final state (no leading seed axis): every iteration from
+    ``learning_starts`` on learned with a finite loss, the parameters moved away from the
+    lagging target, the replay holds every step but the n-step window's, both actions."""
+    stats = np.asarray(state.stats)
+    per_iter = config.env_steps_per_iteration
+    learned = (config.total_steps - config.learning_starts) // per_iter + 1
+    assert stats[2] == learned and np.isfinite(stats[:2]).all(), stats
+    params, target = (
+        jax.tree.leaves(state.learner.params),
+        jax.tree.leaves(state.learner.target_params),
+    )
+    assert all(not np.array_equal(p, t) for p, t in zip(params, target, strict=True))
+    assert int(state.replay.size) == config.total_steps - (config.n_step - 1) * config.num_envs
+    assert set(np.unique(np.asarray(state.replay.data.action))) == {0, 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["c51", "qr_dqn", "iqn", "m_dqn"])
+def test_family_runs_on_gymnasium_cartpole(variant):
+    config = Config(**FAMILY_GYM, variant=variant)
+    assert gb.kinds_in_run(config) == {
+        gb.StepKind(True, False, True),
+        gb.StepKind(True, True, True),
+    }
+    result = gb.train(config, None, progress=False, echo=lambda _: None)
+    check_learned(config, jax.tree.map(lambda x: x[0], result.state))
+    assert len(result.episodes[0]) > 0
+
+
+@pytest.mark.slow
+def test_noisy_rainbow_acts_by_its_noise_between_iteration_ends():
+    # 1 env, train_every=4: 3 plain steps per iteration, each a call of the plain-step program
+    # with the state's key and the step index. With epsilon 0 every action is the network's:
+    # the plain steps must act as the agent core's act (the JAX driver's) does, with step j's
+    # noise, which is not always the mean net's greedy action.
+    config = Config(
+        **{**FAMILY_GYM, "train_every": 4, "total_steps": 400, "target_period": 4},
+        variant="rainbow",
+        eps_start=0.0,
+        eps_end=0.0,
+    )
+    host = gb.make_host_agent(config)
+    mean_greedy, core_act = gb.compiled_greedy(host), jax.jit(host.agent.act)
+    seen = []
+
+    class Recording(gb.Programs):
+        def act(self, state, j, obs):
+            actions = super().act(state, j, obs)
+            params = state.learner.params  # read now: the next end program donates the state
+            seen.append(
+                (actions, np.asarray(mean_greedy(params, obs)), np.asarray(core_act(state, obs, j)))
+            )
+            return actions
+
+    envs = gym_envs.make_vector_env(config.env, config.num_envs)
+    try:
+        loop = gb.Loop(host, Recording(host), envs, seed=0)
+        loop.run(config.total_steps)
+    finally:
+        envs.close()
+    assert len(seen) == 3 * config.num_iterations  # every plain step asked the device
+    actions, mean_actions, core_actions = (np.concatenate(x) for x in zip(*seen, strict=True))
+    np.testing.assert_array_equal(actions, core_actions)
+    assert (actions != mean_actions).sum() >= 30  # measured: 119 of the 300
+    state = loop.state
+    check_learned(
+        config,
+        state._replace(
+            learner=state.learner._replace(
+                params=host.agent.unravel(state.learner.params),
+                target_params=host.agent.unravel(state.learner.target_params),
+            )
+        ),
+    )

@@ -153,3 +153,29 @@ def test_q_probes_trace_the_online_net_on_fixed_states(tmp_path):
     assert last.shape == (3 * 2, 5)  # 3 probes x 2 actions at the final env step
     np.testing.assert_allclose(last[:, 4].reshape(3, 2), final_q, rtol=1e-5)
     assert (tmp_path / "run" / "q_probes.png").stat().st_size > 10_000
+
+
+# The family's heads, small (fields only their variant reads).
+FAMILY = dict(num_atoms=11, num_quantiles=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["c51", "qr_dqn", "m_dqn"])
+def test_family_runs_learn_on_cartpole(variant):
+    # A real tiny run of 2 seeds (rainbow and iqn: the same checks on the run of
+    # tests/test_checkpoint.py::test_stop_and_resume_is_bit_identical_for_the_family).
+    fields = {**SMALL, "total_steps": 600, "num_chunks": 1, "eval_episodes": 0, **FAMILY}
+    config = Config(**{**fields, "variant": variant, "eps_duration": 400}, num_seeds=2)
+    trainer = make_train(config)
+    initial = jax.jit(jax.vmap(trainer.init))(seed_keys(config), jnp.arange(2))
+    result = train(config, trainer=trainer, progress=False, echo=lambda s: None)
+    agent = result.state.agent
+    stats = np.asarray(agent.stats)  # loss sum, Q sum, iterations learned (the only chunk)
+    learned = (config.total_steps - config.learning_starts) // config.env_steps_per_iteration + 1
+    assert (stats[:, 2] == learned).all() and np.isfinite(stats[:, :2]).all()
+    for before, after in zip(leaves(initial), leaves(result.state), strict=True):
+        assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(agent.replay.size, [600, 600])  # one-step: every env step
+    actions = np.asarray(agent.replay.data.action)
+    assert all(set(np.unique(a)) == {0, 1} for a in actions)
+    assert all(len(e) > 0 for e in result.episodes)

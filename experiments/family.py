@@ -1,16 +1,17 @@
-"""Every variant x many seeds, with honest statistics: IQM and 95% bootstrap CIs per variant,
-the fraction of seeds that solved the task, probability of improvement over DQN, and plots.
+"""The DQN family side by side: every variant x many seeds on CartPole-v1 and Acrobot-v1, with
+honest statistics: IQM, mean and median with 95% stratified-bootstrap CIs, the fraction of seeds
+that solved the task, the probability of improvement over DQN, and IQM learning curves.
 
-    python experiments/cartpole_variants.py [--seeds 32] [--envs CartPole-v1 Acrobot-v1]
-                                            [--variants dqn_simple dqn ddqn ddqn_per]
-                                            [--out runs/variants]
+    python experiments/family.py [--seeds 16] [--envs CartPole-v1 Acrobot-v1]
+                                 [--variants dqn_simple dqn ddqn ddqn_per c51 qr_dqn iqn
+                                  m_dqn rainbow] [--total-steps 100000] [--out runs/family]
 
 Each (env, variant) is one compiled program running all seeds (sharded over the CPU cores).
-Every variant runs the ``default`` preset's hyperparameters (squared loss included), so the
-variants differ only in their target function, target network and replay; scores are the final
-greedy evaluation (10 episodes) of each seed.
-Writes ``<out>/<env>/table.txt``, ``curves.png`` (IQM learning curves with 95% CI bands) and
-one run directory per variant.
+Every variant runs the ``default`` preset with its own tuned values
+(``dqn_jax.config.VARIANT_TUNING``), the same for both environments; scores are the final
+greedy evaluation (10 episodes) of each seed. Writes ``<out>/<env>/table.txt``,
+``curves.png`` (IQM of the training return over env steps, 95% CI bands) and one run directory
+per variant.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import header  # noqa: E402
 
 from dqn_jax.cli import use_cpu_cores  # noqa: E402
+from dqn_jax.config import VARIANT_NAMES  # noqa: E402
+
+LEARNING_VARIANTS = [v for v in VARIANT_NAMES if v != "random"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=32)
+    p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
-    p.add_argument("--variants", nargs="+", default=["dqn_simple", "dqn", "ddqn", "ddqn_per"])
+    p.add_argument("--variants", nargs="+", default=LEARNING_VARIANTS)
     p.add_argument("--total-steps", type=int, default=100_000)
-    p.add_argument("--out", type=Path, default=Path("runs/variants"))
+    p.add_argument("--out", type=Path, default=Path("runs/family"))
     args = p.parse_args()
     use_cpu_cores(["--num-seeds", str(args.seeds)])
 
