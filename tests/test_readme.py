@@ -85,13 +85,13 @@ def layer_norm_mlp_numpy(p: dict, obs: np.ndarray, hidden: int) -> np.ndarray:
 def test_network_snippet_is_a_layer_norm_mlp_and_trains():
     namespace = run_snippet("class LayerNormMLP")
     net = namespace["LayerNormMLP"](num_actions=3, hidden_sizes=(8, 5))
-    obs = jax.random.normal(jax.random.PRNGKey(1), (6, 2, 2))
-    params = net.init(jax.random.PRNGKey(0), obs)
-    # random LayerNorm scales and biases, so they count in the re-computation
-    params = jax.tree.map(lambda x: x + jax.random.normal(jax.random.PRNGKey(2), x.shape), params)
-    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)["params"]
-    want = layer_norm_mlp_numpy(p, np.asarray(obs), hidden=2)
-    np.testing.assert_allclose(net.apply(params, obs), want, rtol=1e-4, atol=1e-4)
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(6, 2, 2)).astype(np.float32)
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), obs)
+    # random parameters, LayerNorm scales and biases too, so they count in the re-computation
+    params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+    want = layer_norm_mlp_numpy(jax.tree.map(np.float64, params)["params"], obs, hidden=2)
+    np.testing.assert_allclose(jax.jit(net.apply)(params, obs), want, rtol=1e-4, atol=1e-4)
 
     result = namespace["result"]
     assert finite_returns(result)
@@ -111,9 +111,10 @@ def test_network_snippet_goes_to_the_gymnasium_driver():
     net = run_snippet("class LayerNormMLP")["LayerNormMLP"](num_actions=2, hidden_sizes=(16,))
     config = Config(env="CartPole-v1", backend="gymnasium", hidden_sizes=(16,))
     host = make_host_agent(config, network=net)
-    state, actions = host.init(jax.random.PRNGKey(0), jnp.zeros((config.num_envs, 4)))
-    params = host.agent.unravel(state.learner.params)["params"]
-    assert sorted(params) == ["Dense_0", "Dense_1", "LayerNorm_0"]
+    obs = jnp.zeros((config.num_envs, 4))
+    state, actions = jax.eval_shape(host.init, jax.random.PRNGKey(0), obs)  # traced, not run
+    # the flat parameters are this network's (the config's MLP (16,) has 4*16+16 + 16*2+2)
+    assert state.learner.params.shape == (4 * 16 + 16 + 2 * 16 + 16 * 2 + 2,)
     assert actions.shape == (1 + config.vector_steps_per_iteration, config.num_envs)
 
 
@@ -161,7 +162,7 @@ def test_head_snippet_is_plain_quantile_regression_and_trains():
     np.testing.assert_allclose(terms.q_sa, online[obs, action].mean(-1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head.q_values(online), online.mean(-1), atol=1e-6)
     default_head = namespace["distributional"].quantile_head(n)  # kappa 1: quantile Huber
-    huber = default_head.loss(
+    huber = jax.jit(default_head.loss, static_argnums=0)(
         forward, jnp.asarray(online), jnp.asarray(target), batch_, jax.random.PRNGKey(0)
     )
     assert not np.allclose(huber.loss, want, rtol=1e-3)
@@ -214,7 +215,7 @@ def test_flags_line_builds_a_dueling_c51_with_n_step_returns():
     assert (config.variant, config.n_step, config.dueling, config.noisy) == ("c51", 3, True, False)
     net = make_network(config, 2, (4,))
     obs = jnp.zeros((1, 4))
-    params = net.init(jax.random.PRNGKey(0), obs)["params"]
-    assert {"value", "advantage"} <= set(params)
-    assert net.apply({"params": params}, obs).shape == (1, 2, config.num_atoms)
+    params = jax.eval_shape(net.init, jax.random.PRNGKey(0), obs)
+    assert {"value", "advantage"} <= set(params["params"])
+    assert jax.eval_shape(net.apply, params, obs).shape == (1, 2, config.num_atoms)
     assert Config(variant="c51", noisy=True).noisy
