@@ -132,6 +132,8 @@ def epsilon_at(config: Config, env_step, hyper: dict | None = None) -> jax.Array
     """Exploration epsilon after ``env_step`` env steps of this run (1 for the random agent)."""
     if config.variant == "random":
         return jnp.float32(1.0)
+    if config.exploration == "none":  # noisy nets: their noise is the exploration
+        return jnp.float32(0.0)
     start, end = hp(config, hyper, "eps_start"), hp(config, hyper, "eps_end")
     if config.exploration == "exponential":
         return exploration.exponential_epsilon(env_step, end, start, hp(config, hyper, "eps_decay"))

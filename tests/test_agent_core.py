@@ -70,9 +70,10 @@ FAMILY = dict(
     [
         pytest.param("ddqn", marks=pytest.mark.slow),
         "ddqn_per",
-        "rainbow",  # C51 + dueling + noisy + PER + 3-step returns
-        "iqn",
-        pytest.param("m_dqn", marks=pytest.mark.slow),
+        # C51 + dueling + noisy + PER + 3-step returns
+        pytest.param("rainbow", marks=pytest.mark.slow),
+        pytest.param("iqn", marks=pytest.mark.slow),
+        "m_dqn",
         pytest.param("qr_dqn", marks=pytest.mark.slow),
     ],
 )
@@ -160,16 +161,14 @@ def test_stochastic_acting_is_the_same_on_both_drivers_and_drawn_per_step(varian
         np.testing.assert_array_equal(evaluation(params, obs), mean_actions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: agent.epsilon_at treats exploration='none' as the linear schedule",
-)
 def test_exploration_none_never_explores():
-    # config.py: exploration "none" = greedy acting, noisy nets explore by their noise (rainbow's
-    # default); epsilon_at reads only "exponential", else linear from eps_start (1.0).
+    # exploration "none" (rainbow's default: noisy nets explore by their noise) is epsilon 0 at
+    # every step; the linear schedule comes back when asked for.
     config = Config(**BASE, variant="rainbow")
     assert config.exploration == "none"
-    assert float(core.epsilon_at(config, 0)) == 0.0
+    assert [float(core.epsilon_at(config, s)) for s in (0, 10_000, 10**6)] == [0.0, 0.0, 0.0]
+    asked = Config(**BASE, variant="rainbow", exploration="linear")
+    assert float(core.epsilon_at(asked, 0)) == asked.eps_start
 
 
 def test_schedules_agree_step_by_step_across_drivers():
