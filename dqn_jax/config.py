@@ -376,9 +376,13 @@ def _check_variant_flags(c: Config) -> None:
     _at_least("num_atoms", c.num_atoms, 2)
     if not c.v_min < c.v_max or math.isinf(c.v_max - c.v_min):
         _fail("v_max", c.v_max, f"must be finite and > v_min ({c.v_min})")
-    for name in ("num_quantiles", "num_tau_samples", "num_tau_prime_samples"):
+    for name in (
+        "num_quantiles",
+        "num_tau_samples",
+        "num_tau_prime_samples",
+        "num_quantile_samples",
+    ):
         _at_least(name, getattr(c, name), 1)
-    _at_least("num_quantile_samples", c.num_quantile_samples, 1)
     if not c.munchausen_tau > 0:
         _fail("munchausen_tau", c.munchausen_tau, "must be > 0")
     _in_range("munchausen_alpha", c.munchausen_alpha, 0.0, 1.0)
