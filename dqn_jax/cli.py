@@ -207,7 +207,10 @@ def cmd_sweep(argv: list[str]) -> int:
         default_run_dir(config).name + "-sweep"
     )
     print(f"run directory: {run_dir}")
-    run_sweep(config, grid, run_dir, progress=not options.no_progress)
+    try:
+        run_sweep(config, grid, run_dir, progress=not options.no_progress)
+    except ConfigError as err:  # a grid value or flag the sweep refuses, before compiling
+        raise SystemExit(f"error: {err}") from None
     from dqn_jax.plots import replot
 
     replot(run_dir)

@@ -87,6 +87,11 @@ def run_sweep(
     from dqn_jax.device_loop import make_train
     from dqn_jax.run import train
 
+    if config.eval_episodes < 1:
+        raise ConfigError(
+            f"--sweep needs --eval-episodes >= 1 (got {config.eval_episodes}): the sweep's table "
+            "compares the points by their final greedy evaluation return"
+        )
     seeds = config.num_seeds
     run_config, table, points = expand(config, grid)
     trainer = make_train(run_config, sweep_table=table, seeds_per_point=seeds)

@@ -73,7 +73,7 @@ FAMILY = dict(
         # C51 + dueling + noisy + PER + 3-step returns
         pytest.param("rainbow", marks=pytest.mark.slow),
         pytest.param("iqn", marks=pytest.mark.slow),
-        "m_dqn",
+        pytest.param("m_dqn", marks=pytest.mark.slow),
         pytest.param("qr_dqn", marks=pytest.mark.slow),
     ],
 )

@@ -96,6 +96,7 @@ def test_reset_pads_with_the_reset_frame(pong):
     assert isinstance(reward, float)
 
 
+@pytest.mark.slow
 def test_pong_round_trip_through_frame_replay():
     pytest.importorskip("ale_py")
     import gymnasium as gym

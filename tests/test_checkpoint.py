@@ -44,6 +44,7 @@ def assert_same_files(dir_a, dir_b):
     assert records(dir_a) == records(dir_b)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_is_bit_identical(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
     first = train(TINY, tmp_path, stop_after_chunks=2, **QUIET)
@@ -126,6 +127,7 @@ def test_eval_of_the_final_checkpoint_matches_the_run_and_writes_json(uninterrup
         evaluate_checkpoint(run_dir, step=700, echo=lambda s: None)
 
 
+@pytest.mark.slow
 def test_console_and_jsonl_report_each_chunk(uninterrupted):
     run_dir, _ = uninterrupted
     lines = []

@@ -147,6 +147,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupt
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
     train(TINY, tmp_path, stop_after_chunks=1, **QUIET)
     damage(tmp_path / "checkpoints" / "500")

@@ -131,6 +131,7 @@ def run(num_envs, stack, slots, k, lengths, seed, num_adds, check_every=True):
 CONFIGS = [(2, 4, 7, 1), (3, 4, 6, 2), (1, 2, 5, 3), (2, 1, 4, 2)]
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(
     config=st.sampled_from(CONFIGS),

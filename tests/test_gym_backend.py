@@ -117,6 +117,7 @@ def transition_errors(data, num_envs: int, gamma: float) -> set[str]:
     return errors
 
 
+@pytest.mark.slow
 def test_stored_transitions_are_exact_around_truncations_and_terminations():
     config = counter_config()
     data, result = stored(config)
@@ -149,8 +150,14 @@ class _DoneIsTerminal(gym.vector.VectorWrapper):
     ("mistake", "expected"),
     [
         ("reset_obs_as_next_obs", {"next_obs from another episode"}),  # CleanRL #460
-        ("naive_next_step_autoreset", {"next_obs from another episode", "not one env step"}),
-        ("truncation_as_terminal", {"truncation stored as terminal"}),
+        pytest.param(
+            "naive_next_step_autoreset",
+            {"next_obs from another episode", "not one env step"},
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "truncation_as_terminal", {"truncation stored as terminal"}, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_the_checker_catches_each_anchor_mistake(monkeypatch, mistake, expected):

@@ -53,6 +53,7 @@ def test_time_limit_truncation_bootstraps_from_the_real_final_observation():
             np.testing.assert_array_equal(data.next_obs[t], data.obs[t + 1])
 
 
+@pytest.mark.slow
 def test_termination_is_stored_as_terminal():
     # CartPole under a random policy terminates (pole falls) long before its time limit.
     config = Config(

@@ -159,6 +159,7 @@ ADD_40 = {}  # jitted add per number of transitions
 SAMPLE_40 = jax.jit(BUFFER_40.sample)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(st.sampled_from([1, 2, 3, 7, 16, 39, 40]), st.integers(0, 2**31 - 1))
 def test_sample_never_returns_an_empty_slot(filled, seed):

@@ -27,6 +27,8 @@ def test_parse_and_expand_grid():
         parse_sweep(["batch_size=32,64"])
     with pytest.raises(ConfigError, match="gamma=1.5 is invalid"):
         expand(Config(**SMALL), {"gamma": (0.9, 1.5)})
+    with pytest.raises(ConfigError, match="--eval-episodes >= 1"):
+        run_sweep(Config(**{**SMALL, "eval_episodes": 0}), grid)
 
 
 @pytest.mark.slow
