@@ -64,6 +64,7 @@ class Trainer(NamedTuple):
     prefill: Callable[[TrainState], TrainState]
     run_chunk: Callable[[TrainState, jax.Array, int], tuple[TrainState, ChunkOutput]]
     evaluate: Callable[[Any, jax.Array], jax.Array]
+    seeds_per_point: int = 1  # run i has seed ``config.seed + i % seeds_per_point``
 
 
 def check_sweep_table(config: Config, sweep_table: dict) -> dict:
@@ -200,7 +201,8 @@ def make_train(
 
     ``sweep_table`` maps hyperparameters (from :data:`dqn_jax.agent.SWEEPABLE`) to one value
     per run (``[config.num_seeds]``); run ``i`` is grid point ``i // seeds_per_point`` with seed
-    ``config.seed + i % seeds_per_point``, so every point sees the same seeds.
+    ``config.seed + i % seeds_per_point``, so every point sees the same seeds (the driver keys
+    each run's ``init`` and evaluation by that seed: :func:`dqn_jax.run.run_seeds`).
     """
     config, spec = prepare(config)
     if config.backend != "jax":
@@ -212,12 +214,11 @@ def make_train(
     vspi, per_iter = config.vector_steps_per_iteration, config.env_steps_per_iteration
 
     def init(key: jax.Array, run_index=None) -> TrainState:
-        """The state of one run; ``run_index`` (i32[]) picks its sweep values and seed."""
+        """The state of one run from its seed's key; ``run_index`` (i32[]) picks its sweep
+        values."""
         hyper = {}
         if table:
             hyper = {name: values[run_index] for name, values in table.items()}
-            seed = (config.seed + run_index % seeds_per_point).astype(jnp.uint32)
-            key = jax.random.PRNGKey(seed)
         k_agent, k_env, k_probe = core.split_run_key(key)
         probes = probe_states(config, spec, k_probe)
         return TrainState(agent.init(k_agent, hyper), reset_envs(config, k_env), probes)
@@ -252,4 +253,4 @@ def make_train(
         return jax.lax.scan(iteration, state, its)
 
     prefill, evaluate = make_prefill(config, spec, agent), make_evaluate(config, spec, agent)
-    return Trainer(config, spec, agent, init, prefill, run_chunk, evaluate)
+    return Trainer(config, spec, agent, init, prefill, run_chunk, evaluate, seeds_per_point)

@@ -304,12 +304,13 @@ class Programs:
 
 def evaluate(agent: HostAgent, flat_params: jax.Array, episodes: int, seed: int) -> np.ndarray:
     """Greedy returns ``f32[episodes]``: one episode in each of ``episodes`` fresh environments
-    (seeded ``seed + i``), run to its end (or :data:`EVAL_MAX_STEPS` without a time limit)."""
+    (the evaluation stream of run seed ``seed``: :func:`~dqn_jax.envs.gym_envs.env_seeds`), run
+    to its end (or :data:`EVAL_MAX_STEPS` without a time limit)."""
     greedy = compiled_greedy(agent)
     config = agent.config
     envs = gym_envs.make_vector_env(config.env, episodes, **gym_envs.env_kwargs(config))
     try:
-        obs, _ = envs.reset(seed=seed)
+        obs, _ = envs.reset(seed=gym_envs.env_seeds(seed, core.EVAL_STREAM, episodes))
         total = np.zeros(episodes, np.float64)
         alive = np.ones(episodes, bool)
         for _ in range(agent.spec.max_episode_steps or EVAL_MAX_STEPS):
@@ -391,7 +392,9 @@ class Loop:
 
     def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int):
         self.agent, self.programs, self.envs = agent, programs, envs
-        self.obs, _ = envs.reset(seed=seed)
+        self.obs, _ = envs.reset(
+            seed=gym_envs.env_seeds(seed, gym_envs.TRAIN_STREAM, envs.num_envs)
+        )
         state, first = jax.jit(agent.init)(jax.random.PRNGKey(seed), self.obs)
         self.state, self.actions, self.plan = state, np.asarray(first[0]), np.asarray(first[1:])
         n = agent.config.num_envs
@@ -447,7 +450,6 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
     run_start = time.perf_counter()
     sizes = [k * vspi for k in report.chunk_sizes(config.num_iterations, config.num_chunks)]
     reporter = report.Reporter(config, [config.seed], out, len(sizes), progress=progress, echo=echo)
-    eval_seed = config.seed + core.EVAL_STREAM
     reset = jax.jit(core.reset_stats, donate_argnums=0)
     for chunk, size in enumerate(sizes, start=1):
         chunk_start, first_step = time.perf_counter(), loop.vstep * n
@@ -462,13 +464,13 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
         evaluation = None
         if config.eval_episodes and periodic and chunk != len(sizes):
             params = loop.state.learner.params
-            evaluation = evaluate(agent, params, config.eval_episodes, eval_seed)[None]
+            evaluation = evaluate(agent, params, config.eval_episodes, config.seed)[None]
         seconds = time.perf_counter() - chunk_start
         reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
     reporter.bar.close()
     final_eval = np.zeros((0, 0), np.float32)
     if config.eval_episodes:
-        final_eval = evaluate(agent, loop.state.learner.params, config.eval_episodes, eval_seed)
+        final_eval = evaluate(agent, loop.state.learner.params, config.eval_episodes, config.seed)
         final_eval = final_eval[None]
     jax.block_until_ready(loop.state)
     run_s = time.perf_counter() - run_start

@@ -31,9 +31,15 @@ from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
 __all__ = ["NonFiniteError", "RunResult", "train", "evaluate_checkpoint"]
 
 
-def seed_keys(config: Config) -> jax.Array:
-    """One PRNG key per run: run ``i`` uses ``PRNGKey(seed + i)``, whatever ``num_seeds`` is."""
-    seeds = jnp.arange(config.seed, config.seed + config.num_seeds, dtype=jnp.uint32)
+def run_seeds(config: Config, seeds_per_point: int = 1) -> np.ndarray:
+    """``int[num_seeds]``: the seed of each run: ``seed + i`` for run ``i`` of a plain run,
+    ``seed + i % seeds_per_point`` in a sweep (every grid point sees the same seeds)."""
+    return config.seed + np.arange(config.num_seeds) % seeds_per_point
+
+
+def seed_keys(config: Config, seeds_per_point: int = 1) -> jax.Array:
+    """One PRNG key per run: ``PRNGKey`` of its seed (:func:`run_seeds`)."""
+    seeds = jnp.asarray(run_seeds(config, seeds_per_point), dtype=jnp.uint32)
     return jax.vmap(jax.random.PRNGKey)(seeds)
 
 
@@ -42,9 +48,12 @@ def run_indices(config: Config) -> jax.Array:
     return jnp.arange(config.num_seeds, dtype=jnp.int32)
 
 
-def eval_keys(config: Config) -> jax.Array:
-    """Evaluation keys, independent of the training keys (evaluating never changes training)."""
-    return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(seed_keys(config))
+def eval_keys(config: Config, seeds_per_point: int = 1) -> jax.Array:
+    """Evaluation keys, independent of the training keys (evaluating never changes training)
+    and, like them, a function of the run's seed only (a seed at two grid points of a sweep is
+    evaluated on the same start states)."""
+    keys = seed_keys(config, seeds_per_point)
+    return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(keys)
 
 
 def params_finite(state: TrainState) -> np.ndarray:
@@ -61,6 +70,7 @@ class Compiled(NamedTuple):
     evaluate: Callable | None
     seconds: float
     sharding: NamedSharding  # of every array with a leading seed axis
+    eval_keys: jax.Array | None  # of every run (eval_keys), on the sharding; None without eval
 
 
 def seed_sharding(num_seeds: int, devices: list | None = None) -> NamedSharding:
@@ -96,7 +106,7 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
     (default: all), timed so that compile and run time are reported apart."""
     config = trainer.config
     shard = seed_sharding(config.num_seeds, devices)
-    keys = jax.device_put(seed_keys(config), shard)
+    keys = jax.device_put(seed_keys(config, trainer.seeds_per_point), shard)
     start = time.perf_counter()
     indices = jax.device_put(run_indices(config), shard)
     init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices).compile()
@@ -117,12 +127,14 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
         chunk = jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None))
         fn = jax.jit(per_device(chunk, shard, 2, replicated_args=(1,)), donate_argnums=0)
         chunks[n] = fn.lower(state_shape, jnp.int32(0)).compile()
-    evaluate = None
+    evaluate = ekeys = None
     if config.eval_episodes > 0:
         params_shape = state_shape.agent.learner.params
+        ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
         evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
-        evaluate = evaluate.lower(params_shape, keys).compile()
-    return Compiled(init, prefill, chunks, evaluate, time.perf_counter() - start, shard)
+        evaluate = evaluate.lower(params_shape, ekeys).compile()
+    seconds = time.perf_counter() - start
+    return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
 
 
 DEFAULT_CHECKPOINT_EVERY = 5
@@ -146,10 +158,29 @@ def load_config(run_dir: str | Path) -> Config:
         raise SystemExit(f"error: {path} not found: {run_dir} is not a run directory") from None
 
 
+def sweep_seeds_per_point(run_dir: Path, config: Config) -> int:
+    """The seeds per grid point of the sweep in ``run_dir`` (its ``sweep.json``), 1 for a
+    plain run."""
+    path = Path(run_dir) / "sweep.json"
+    if not path.exists():
+        return 1
+    try:
+        seeds = len(json.loads(path.read_text())["seeds"])
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"error: {path} is damaged: no list of seeds in it") from None
+    if seeds < 1 or config.num_seeds % seeds:
+        raise SystemExit(
+            f"error: {path} names {seeds} seeds per grid point, which does not divide the "
+            f"run's num_seeds={config.num_seeds}"
+        )
+    return seeds
+
+
 def state_shapes(trainer: Trainer) -> TrainState:
     """Shapes and dtypes of the train state of all seeds (traced, nothing compiled)."""
     config = trainer.config
-    return jax.eval_shape(jax.vmap(trainer.init), seed_keys(config), run_indices(config))
+    keys = seed_keys(config, trainer.seeds_per_point)
+    return jax.eval_shape(jax.vmap(trainer.init), keys, run_indices(config))
 
 
 def checkpoint_step(config: Config, iteration: int) -> int:
@@ -248,10 +279,11 @@ def _deferred_sigint(echo: Callable[[str], Any]):
         signal.signal(signal.SIGINT, previous)
 
 
-def _start(out: Path | None, compiled: Compiled, config: Config):
+def _start(out: Path | None, compiled: Compiled, trainer: Trainer):
     """A new run: initial (and prefilled) state, empty logs, 0 chunks done."""
+    config = trainer.config
     state = compiled.init(
-        jax.device_put(seed_keys(config), compiled.sharding),
+        jax.device_put(seed_keys(config, trainer.seeds_per_point), compiled.sharding),
         jax.device_put(run_indices(config), compiled.sharding),
     )
     if compiled.prefill is not None:
@@ -343,7 +375,7 @@ def _run_chunk(
     periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
     evaluation = None
     if compiled.evaluate and periodic and not is_last:
-        evaluation = _evaluate(compiled, state, config)
+        evaluation = _evaluate(compiled, state)
     seconds = time.perf_counter() - chunk_start
     reporter.chunk(
         chunk, env_step, window, stats, evaluation, seconds, n * config.env_steps_per_iteration
@@ -401,11 +433,11 @@ def train(
     if resume:
         state, log, evals, done = _resume(out, trainer, compiled, bounds, echo)
     else:
-        state, log, evals, done = _start(out, compiled, config)
+        state, log, evals, done = _start(out, compiled, trainer)
     if out is not None:
         report.write_json(out / "config.json", config.to_dict())
     saver = Checkpointer(out, keep_checkpoints, config)
-    seeds = range(config.seed, config.seed + config.num_seeds)
+    seeds = run_seeds(config, trainer.seeds_per_point).tolist()
     reporter = report.Reporter(
         config,
         seeds,
@@ -452,7 +484,7 @@ def _finish(
 ) -> RunResult:
     """Final evaluation, last checkpoint, summary and figures."""
     reporter.bar.close()
-    final_eval = _evaluate(compiled, state, config) if compiled.evaluate else np.zeros((0, 0))
+    final_eval = _evaluate(compiled, state) if compiled.evaluate else np.zeros((0, 0))
     jax.block_until_ready(state)
     run_s = time.perf_counter() - run_start
     env_step = checkpoint_step(config, iteration)
@@ -486,7 +518,7 @@ def evaluate_checkpoint(
     out = Path(run_dir)
     config = load_config(out)
     config = config.replace(eval_episodes=episodes or config.eval_episodes or 10)
-    trainer = make_train(config)
+    trainer = make_train(config, seeds_per_point=sweep_seeds_per_point(out, config))
     shard = seed_sharding(config.num_seeds, devices)
     target = ckpt.abstract_state(state_shapes(trainer), shard)
     try:
@@ -494,12 +526,12 @@ def evaluate_checkpoint(
     except ckpt.CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
-    keys = jax.device_put(eval_keys(config), shard)
+    keys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
     returns = np.asarray(jax.device_get(evaluate(restored.state.agent.learner.params, keys)))
     result = {
         "step": restored.step,
         "episodes": config.eval_episodes,
-        "seeds": list(range(config.seed, config.seed + config.num_seeds)),
+        "seeds": run_seeds(config, trainer.seeds_per_point).tolist(),
         "mean_return_per_seed": [float(r.mean()) for r in returns],
         "mean_return": float(returns.mean()),
         "returns": returns.tolist(),
@@ -512,7 +544,6 @@ def evaluate_checkpoint(
     return result
 
 
-def _evaluate(compiled: Compiled, state: TrainState, config: Config) -> np.ndarray:
-    keys = jax.device_put(eval_keys(config), compiled.sharding)
-    returns = compiled.evaluate(state.agent.learner.params, keys)
+def _evaluate(compiled: Compiled, state: TrainState) -> np.ndarray:
+    returns = compiled.evaluate(state.agent.learner.params, compiled.eval_keys)
     return np.asarray(jax.device_get(returns))

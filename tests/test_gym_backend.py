@@ -536,3 +536,32 @@ def test_noisy_rainbow_acts_by_its_noise_between_iteration_ends():
             )
         ),
     )
+
+
+def test_host_environments_of_two_seeds_and_both_roles_share_no_stream(monkeypatch):
+    # Runs 0 and 1 with 2 training envs and 10 evaluation episodes each. Seeded `seed + i`, run
+    # 0's env 1 was run 1's env 0, and the two runs shared 9 of their 10 evaluation episodes:
+    # their start observations (distinct for distinct CartPole seeds) must all differ.
+    from dqn_jax.envs.vector_env import SameStepVectorEnv
+
+    starts = []
+    reset = SameStepVectorEnv.reset
+
+    def recording_reset(self, **kwargs):
+        obs, info = reset(self, **kwargs)
+        starts.append(obs.copy())
+        return obs, info
+
+    monkeypatch.setattr(SameStepVectorEnv, "reset", recording_reset)
+    config = Config(**{**FAMILY_GYM, "num_envs": 2, "train_every": 2, "eval_episodes": 10})
+    host = gb.make_host_agent(config)
+    for seed in (0, 1):
+        envs = gym_envs.make_vector_env(config.env, config.num_envs)
+        try:
+            loop = gb.Loop(host, gb.Programs(host), envs, seed=seed)
+        finally:
+            envs.close()
+        gb.evaluate(host, loop.state.learner.params, config.eval_episodes, seed)
+    rows = np.concatenate(starts)
+    assert rows.shape == (2 * (2 + 10), 4)
+    assert len(np.unique(rows, axis=0)) == len(rows)

@@ -50,6 +50,9 @@ def test_traced_values_give_the_same_runs_as_constants():
     # Same experience; parameters equal up to float rounding (XLA folds a constant learning rate
     # into the update differently from a traced one).
     np.testing.assert_array_equal(swept.episodes[7], plain.episodes[0])
+    # ... evaluated on its seed's start states, and labelled with its seed.
+    np.testing.assert_array_equal(swept.eval_returns[7], plain.eval_returns[0])
+    assert swept.summary["seeds"] == [0, 1] * 4 and plain.summary["seeds"] == [1]
     for a, b in zip(
         jax.tree.leaves(swept.state.agent.learner.params),
         jax.tree.leaves(plain.state.agent.learner.params),

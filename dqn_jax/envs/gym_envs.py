@@ -100,6 +100,22 @@ def obs_dtype(env_id: str) -> np.dtype:
     return np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
 
 
+TRAIN_STREAM = 0
+"""The role of training environments in :func:`env_seeds` (evaluation's is
+:data:`dqn_jax.agent.EVAL_STREAM`)."""
+
+
+def env_seeds(seed: int, role: int, num_envs: int) -> list[int]:
+    """Gymnasium seeds (32-bit ints) of ``num_envs`` host environments of the run with seed
+    ``seed`` in stream ``role``: env ``i`` from ``SeedSequence((seed, role, i))``, so no two
+    runs, roles or environments share a stream (``seed + i`` would give run ``s``'s env 1
+    the stream of run ``s + 1``'s env 0)."""
+    return [
+        int(np.random.SeedSequence((seed, role, i)).generate_state(1, np.uint32)[0])
+        for i in range(num_envs)
+    ]
+
+
 def make_vector_env(env_id: str, num_envs: int, **env_kwargs):
     """``num_envs`` copies of ``env_id`` with same-step autoreset (the final observation of an
     ended episode is in ``info["final_obs"]``): a :class:`dqn_jax.vector_env.SameStepVectorEnv`,
