@@ -27,6 +27,7 @@ from dqn_jax.agent import EVAL_STREAM
 from dqn_jax.config import Config, config_diff
 from dqn_jax.device_loop import Trainer, TrainState, make_train
 from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
+from dqn_jax.sweep import saved_sweep
 
 __all__ = ["NonFiniteError", "RunResult", "train", "evaluate_checkpoint"]
 
@@ -156,24 +157,6 @@ def load_config(run_dir: str | Path) -> Config:
         return Config(**json.loads(path.read_text()))
     except FileNotFoundError:
         raise SystemExit(f"error: {path} not found: {run_dir} is not a run directory") from None
-
-
-def sweep_seeds_per_point(run_dir: Path, config: Config) -> int:
-    """The seeds per grid point of the sweep in ``run_dir`` (its ``sweep.json``), 1 for a
-    plain run."""
-    path = Path(run_dir) / "sweep.json"
-    if not path.exists():
-        return 1
-    try:
-        seeds = len(json.loads(path.read_text())["seeds"])
-    except (ValueError, KeyError, TypeError):
-        raise SystemExit(f"error: {path} is damaged: no list of seeds in it") from None
-    if seeds < 1 or config.num_seeds % seeds:
-        raise SystemExit(
-            f"error: {path} names {seeds} seeds per grid point, which does not divide the "
-            f"run's num_seeds={config.num_seeds}"
-        )
-    return seeds
 
 
 def state_shapes(trainer: Trainer) -> TrainState:
@@ -518,7 +501,8 @@ def evaluate_checkpoint(
     out = Path(run_dir)
     config = load_config(out)
     config = config.replace(eval_episodes=episodes or config.eval_episodes or 10)
-    trainer = make_train(config, seeds_per_point=sweep_seeds_per_point(out, config))
+    table, seeds_per_point = saved_sweep(out, config)
+    trainer = make_train(config, sweep_table=table, seeds_per_point=seeds_per_point)
     shard = seed_sharding(config.num_seeds, devices)
     target = ckpt.abstract_state(state_shapes(trainer), shard)
     try:

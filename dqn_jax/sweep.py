@@ -65,6 +65,27 @@ def expand(config: Config, grid: Mapping[str, Sequence[float]]):
     return config.replace(num_seeds=len(points) * seeds), table, points
 
 
+def saved_sweep(run_dir: str | Path, config: Config) -> tuple[dict[str, np.ndarray], int]:
+    """``(table, seeds per point)`` of the sweep whose run directory is ``run_dir`` (from its
+    ``sweep.json``; ``config`` is the run's, with one seed per run), ``({}, 1)`` for a plain
+    run. ``SystemExit`` with a one-line message where ``sweep.json`` is damaged."""
+    path = Path(run_dir) / "sweep.json"
+    if not path.exists():
+        return {}, 1
+    try:
+        saved = json.loads(path.read_text())
+        seeds, grid = len(saved["seeds"]), {k: tuple(v) for k, v in saved["grid"].items()}
+        _, table, points = expand(config.replace(num_seeds=seeds), grid)
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+        raise SystemExit(f"error: {path} is damaged: no readable grid and seeds") from None
+    if len(points) * seeds != config.num_seeds:
+        raise SystemExit(
+            f"error: {path}: {len(points)} grid points x {seeds} seeds is not the run's "
+            f"num_seeds={config.num_seeds}"
+        )
+    return table, seeds
+
+
 def _as_field(config: Config, name: str, value: float):
     return int(value) if isinstance(getattr(config, name), int) else value
 

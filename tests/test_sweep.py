@@ -11,8 +11,8 @@ import pytest
 from helpers import SMALL
 
 from dqn_jax.config import Config, ConfigError
-from dqn_jax.run import train
-from dqn_jax.sweep import expand, parse_sweep, run_sweep
+from dqn_jax.run import evaluate_checkpoint, train
+from dqn_jax.sweep import expand, parse_sweep, run_sweep, saved_sweep
 
 
 def test_parse_and_expand_grid():
@@ -32,12 +32,12 @@ def test_parse_and_expand_grid():
 
 
 @pytest.mark.slow
-def test_traced_values_give_the_same_runs_as_constants():
+def test_traced_values_give_the_same_runs_as_constants(tmp_path):
     config = Config(num_seeds=2, anneal_lr=True, **SMALL)
     swept, _ = run_sweep(
         config,
         {"lr": (1e-3, 3e-3), "target_period": (100, 200)},
-        None,
+        tmp_path / "sweep",
         progress=False,
         echo=lambda s: None,
     )
@@ -53,6 +53,10 @@ def test_traced_values_give_the_same_runs_as_constants():
     # ... evaluated on its seed's start states, and labelled with its seed.
     np.testing.assert_array_equal(swept.eval_returns[7], plain.eval_returns[0])
     assert swept.summary["seeds"] == [0, 1] * 4 and plain.summary["seeds"] == [1]
+    # `dqn-jax eval` of the sweep's checkpoint evaluates each run on its seed's start states too.
+    again = evaluate_checkpoint(tmp_path / "sweep", echo=lambda s: None)
+    np.testing.assert_array_equal(again["returns"], swept.eval_returns)
+    assert again["seeds"] == [0, 1] * 4
     for a, b in zip(
         jax.tree.leaves(swept.state.agent.learner.params),
         jax.tree.leaves(plain.state.agent.learner.params),
@@ -182,3 +186,20 @@ def test_swept_rainbow_equals_plain_runs_and_shards_over_devices():
     assert two["devices"] == 2
     np.testing.assert_allclose(two["params"], flat_params(swept), rtol=1e-4, atol=1e-5)
     assert two["episodes"] == [e.tolist() for e in swept.episodes]
+
+
+def test_saved_sweep_reads_the_table_back_and_names_a_damaged_file(tmp_path):
+    config = Config(num_seeds=3, **SMALL)
+    grid = {"lr": (1e-3, 3e-3), "gamma": (0.9, 0.99)}
+    run_config, table, _ = expand(config, grid)
+    assert saved_sweep(tmp_path, run_config) == ({}, 1)  # no sweep.json: a plain run
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": grid, "seeds": [0, 1, 2]}))
+    read, seeds = saved_sweep(tmp_path, run_config)
+    assert seeds == 3 and read.keys() == table.keys()
+    for name in table:
+        np.testing.assert_array_equal(read[name], table[name])
+    with pytest.raises(SystemExit, match="4 grid points x 3 seeds is not the run's num_seeds=6"):
+        saved_sweep(tmp_path, run_config.replace(num_seeds=6))
+    (tmp_path / "sweep.json").write_text('{"grid": {"lr": [1e-3]}')
+    with pytest.raises(SystemExit, match=r"sweep.json is damaged"):
+        saved_sweep(tmp_path, run_config)
