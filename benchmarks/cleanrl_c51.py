@@ -3,6 +3,7 @@ on this machine in one invocation, each as its own process timed whole.
 
     python benchmarks/cleanrl_c51.py --cleanrl-python PATH --cleanrl-dir PATH
                                      [--total-steps N] [--repeats R] [--cleanrl-host-tuning]
+                                     [--ours-backend gymnasium|jax]
 
 ``--cleanrl-python``: the Python of a venv with CleanRL's dependencies (jax, flax, optax, gymnasium
 0.29, tyro, torch for its tensorboard writer and replay buffer); ``--cleanrl-dir``: the folder with
@@ -12,10 +13,11 @@ Nothing of CleanRL is imported here.
 Per repeat, one after the other:
 
 - ``ours``: ``dqn-jax train --preset cleanrl-c51-cartpole --no-progress --out TMP`` (the CLI gives
-  the gymnasium host loop its own JAX/XLA settings). With ``--total-steps N`` it also gets
-  ``--eps-duration N/2``: CleanRL's epsilon reaches its end at half of ``--total-timesteps``
-  (``exploration_fraction`` 0.5), the preset's 250,000 is half of 500,000. Its wall includes the
-  10 greedy evaluation episodes at the end (CleanRL does none).
+  the gymnasium host loop its own JAX/XLA settings; ``--ours-backend jax`` adds ``--backend jax``:
+  gymnax's CartPole-v1, the same dynamics, in one compiled program). With ``--total-steps N`` it
+  also gets ``--eps-duration N/2``: CleanRL's epsilon reaches its end at half of
+  ``--total-timesteps`` (``exploration_fraction`` 0.5), the preset's 250,000 is half of 500,000.
+  Its wall includes the 10 greedy evaluation episodes at the end (CleanRL does none).
 - ``CleanRL``: ``c51_jax.py [--total-timesteps N]`` with its defaults, run from a temporary
   working directory (its ``runs/`` tensorboard files go there), through a few-line launcher that,
   only where this JAX has dropped them, accepts the ``a_min=``/``a_max=`` keywords its
@@ -101,10 +103,12 @@ def git_blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def dqn_jax_command(out: Path, total_steps: int | None) -> list[str]:
+def dqn_jax_command(out: Path, total_steps: int | None, backend: str = "gymnasium") -> list[str]:
     exe = Path(sys.executable).with_name("dqn-jax")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dqn_jax.cli"]
     cmd += ["train", "--preset", PRESET, "--no-progress", "--out", str(out)]
+    if backend != "gymnasium":  # the preset's own
+        cmd += ["--backend", backend]
     if total_steps is not None and total_steps != PRESET_STEPS:
         cmd += ["--total-steps", str(total_steps), "--eps-duration", str(total_steps // 2)]
     return cmd
@@ -176,6 +180,13 @@ def main() -> None:
     p.add_argument("--total-steps", type=int, default=None, help=f"default: {PRESET_STEPS:,}")
     p.add_argument("--repeats", type=int, default=1, help="ours, CleanRL, ours, CleanRL, ...")
     p.add_argument(
+        "--ours-backend",
+        choices=["gymnasium", "jax"],
+        default="gymnasium",
+        help="our side's backend: the preset's Gymnasium host loop, or gymnax's CartPole-v1 "
+        "(the same dynamics) in one compiled program",
+    )
+    p.add_argument(
         "--cleanrl-host-tuning",
         action="store_true",
         help="also give CleanRL dqn-jax's host-loop JAX/XLA settings",
@@ -207,7 +218,7 @@ def main() -> None:
         tmp = Path(tmp)
         for r in range(1, args.repeats + 1):
             run_dir = tmp / f"ours-{r}"
-            cmd = dqn_jax_command(run_dir, args.total_steps)
+            cmd = dqn_jax_command(run_dir, args.total_steps, args.ours_backend)
             commands["ours"] = cmd
             wall_ours, _ = timed(cmd, Path.cwd(), env)
             rows.append({"repeat": r, **ours_row(run_dir, wall_ours, steps)})
