@@ -64,7 +64,8 @@ class Trainer(NamedTuple):
     prefill: Callable[[TrainState], TrainState]
     run_chunk: Callable[[TrainState, jax.Array, int], tuple[TrainState, ChunkOutput]]
     evaluate: Callable[[Any, jax.Array], jax.Array]
-    seeds_per_point: int = 1  # run i has seed ``config.seed + i % seeds_per_point``
+    seeds_per_point: int | None = None  # run i's seed: ``config.seed + i % seeds_per_point``
+    # in a sweep; None (a plain run): ``config.seed + i``
 
 
 def check_sweep_table(config: Config, sweep_table: dict) -> dict:
@@ -253,4 +254,5 @@ def make_train(
         return jax.lax.scan(iteration, state, its)
 
     prefill, evaluate = make_prefill(config, spec, agent), make_evaluate(config, spec, agent)
-    return Trainer(config, spec, agent, init, prefill, run_chunk, evaluate, seeds_per_point)
+    spp = seeds_per_point if table else None
+    return Trainer(config, spec, agent, init, prefill, run_chunk, evaluate, spp)

@@ -32,13 +32,13 @@ from dqn_jax.sweep import saved_sweep
 __all__ = ["NonFiniteError", "RunResult", "train", "evaluate_checkpoint"]
 
 
-def run_seeds(config: Config, seeds_per_point: int = 1) -> np.ndarray:
-    """``int[num_seeds]``: the seed of each run: ``seed + i`` for run ``i`` of a plain run,
-    ``seed + i % seeds_per_point`` in a sweep (every grid point sees the same seeds)."""
-    return config.seed + np.arange(config.num_seeds) % seeds_per_point
+def run_seeds(config: Config, seeds_per_point: int | None = None) -> np.ndarray:
+    """``int[num_seeds]``: the seed of each run: ``seed + i % seeds_per_point`` for run ``i``
+    (in a sweep every grid point sees the same seeds); ``None`` (a plain run): ``seed + i``."""
+    return config.seed + np.arange(config.num_seeds) % (seeds_per_point or config.num_seeds)
 
 
-def seed_keys(config: Config, seeds_per_point: int = 1) -> jax.Array:
+def seed_keys(config: Config, seeds_per_point: int | None = None) -> jax.Array:
     """One PRNG key per run: ``PRNGKey`` of its seed (:func:`run_seeds`)."""
     seeds = jnp.asarray(run_seeds(config, seeds_per_point), dtype=jnp.uint32)
     return jax.vmap(jax.random.PRNGKey)(seeds)
@@ -49,7 +49,7 @@ def run_indices(config: Config) -> jax.Array:
     return jnp.arange(config.num_seeds, dtype=jnp.int32)
 
 
-def eval_keys(config: Config, seeds_per_point: int = 1) -> jax.Array:
+def eval_keys(config: Config, seeds_per_point: int | None = None) -> jax.Array:
     """Evaluation keys, independent of the training keys (evaluating never changes training)
     and, like them, a function of the run's seed only (a seed at two grid points of a sweep is
     evaluated on the same start states)."""
