@@ -135,6 +135,8 @@ def epsilon_at(config: Config, env_step, hyper: dict | None = None) -> jax.Array
     if config.exploration == "none":  # noisy nets: their noise is the exploration
         return jnp.float32(0.0)
     start, end = hp(config, hyper, "eps_start"), hp(config, hyper, "eps_end")
+    if config.eps_after_learning_starts:
+        env_step = jnp.maximum(jnp.asarray(env_step, jnp.float32) - config.learning_starts, 0.0)
     if config.exploration == "exponential":
         return exploration.exponential_epsilon(env_step, end, start, hp(config, hyper, "eps_decay"))
     return exploration.linear_epsilon(env_step, start, end, hp(config, hyper, "eps_duration"))

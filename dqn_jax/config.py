@@ -104,6 +104,9 @@ class Config:
     """Linear schedule: env steps from eps_start to eps_end."""
     eps_decay: float = 0.001
     """Exponential schedule: decay rate per env step (notebook: 0.001)."""
+    eps_after_learning_starts: bool = False
+    """Hold epsilon at ``eps_start`` until ``learning_starts`` env steps and run the schedule
+    from there (DeepMind's Nature DQN: annealing starts after the replay start size)."""
 
     network: Network = "mlp"
     """mlp (``hidden_sizes``) | nature_cnn (Mnih et al. 2015, for stacked image frames
@@ -172,6 +175,9 @@ class Config:
     """Greedy episodes per seed at the end (and every ``eval_every_chunks``); 0 = none."""
     eval_every_chunks: int = 0
     """Also evaluate every this many chunks; 0 = only at the end."""
+    eval_epsilon: float = 0.0
+    """Evaluation acts epsilon-greedily with this epsilon in [0, 1]; 0 = fully greedy
+    (Nature DQN evaluates at 0.05)."""
 
     def __post_init__(self) -> None:
         from dqn_jax.variants import VARIANTS
@@ -325,6 +331,7 @@ def validate(c: Config) -> None:
         _fail("tau", c.tau, "must be in (0, 1]")
     _in_range("eps_start", c.eps_start, 0.0, 1.0)
     _in_range("eps_end", c.eps_end, 0.0, 1.0)
+    _in_range("eval_epsilon", c.eval_epsilon, 0.0, 1.0)
     if c.eps_end > c.eps_start:
         _fail("eps_end", c.eps_end, f"must be <= eps_start ({c.eps_start})")
     if not c.eps_decay > 0:
@@ -516,9 +523,11 @@ PRESETS["nature-dqn"] = dict(
     eps_start=1.0,
     eps_end=0.1,
     eps_duration=1_000_000,
+    eps_after_learning_starts=True,
     clip_rewards=True,
     num_chunks=500,
     eval_episodes=10,
+    eval_epsilon=0.05,
 )
 
 

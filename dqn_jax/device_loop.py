@@ -24,6 +24,7 @@ from dqn_jax import rng
 from dqn_jax.agent import Agent, AgentState, EnvSteps, make_agent
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.envs import EnvSpec, jax_envs, prepare
+from dqn_jax.exploration import exploration_plan
 from dqn_jax.variants import learns
 
 
@@ -165,9 +166,10 @@ def make_prefill(config: Config, spec: EnvSpec, agent: Agent) -> Callable:
 
 
 def make_evaluate(config: Config, spec: EnvSpec, agent: Agent) -> Callable:
-    """``evaluate(params, key) -> f32[eval_episodes]``: greedy returns, each episode in its own
-    environment, run for the environment's step limit; rewards after an episode's end are not
-    counted."""
+    """``evaluate(params, key) -> f32[eval_episodes]``: greedy returns (epsilon-greedy with
+    ``config.eval_epsilon`` > 0), each episode in its own environment, run for the environment's
+    step limit; rewards after an episode's end are not counted."""
+    eps = config.eval_epsilon
 
     def evaluate(params, key: jax.Array) -> jax.Array:
         episodes = config.eval_episodes
@@ -176,7 +178,13 @@ def make_evaluate(config: Config, spec: EnvSpec, agent: Agent) -> Callable:
 
         def step(carry, k):
             obs, env_state, total, alive = carry
-            out = jax_envs.step(config.env, k, env_state, agent.greedy(params, obs))
+            actions = agent.greedy(params, obs)
+            if eps > 0:  # greedy evaluation keeps its keys (and its results) unchanged
+                k, k_eps = jax.random.split(k)
+                uniforms = jax.random.uniform(k_eps, (1, 2, episodes))
+                plan = exploration_plan(uniforms, jnp.full((1,), eps), spec.num_actions)
+                actions = jnp.where(plan[0] >= 0, plan[0], actions)
+            out = jax_envs.step(config.env, k, env_state, actions)
             total = total + jnp.where(alive, out.reward, 0.0)
             alive = alive & ~(out.terminated | out.truncated)
             return (out.next_obs, out.env_state, total, alive), None

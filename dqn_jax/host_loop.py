@@ -53,6 +53,9 @@ from dqn_jax.replay import Replay
 EVAL_MAX_STEPS = 108_000
 """Step cap of one greedy evaluation episode when the environment has no time limit."""
 
+EVAL_ACTION_STREAM = 0xAC7
+"""Host evaluation's epsilon coins and random actions: ``env_seeds(seed, EVAL_ACTION_STREAM)``."""
+
 
 # --------------------------------------------------------------------------- one transfer
 
@@ -302,19 +305,27 @@ class Programs:
         return time.perf_counter() - start
 
 
-def evaluate(agent: HostAgent, flat_params: jax.Array, episodes: int, seed: int) -> np.ndarray:
+def evaluate(
+    agent: HostAgent, flat_params: jax.Array, episodes: int, seed: int, epsilon: float = 0.0
+) -> np.ndarray:
     """Greedy returns ``f32[episodes]``: one episode in each of ``episodes`` fresh environments
     (the evaluation stream of run seed ``seed``: :func:`~dqn_jax.envs.gym_envs.env_seeds`), run
-    to its end (or :data:`EVAL_MAX_STEPS` without a time limit)."""
+    to its end (or :data:`EVAL_MAX_STEPS` without a time limit); epsilon-greedy with
+    ``epsilon`` > 0 (coins and random actions from their own stream of the run seed)."""
     greedy = compiled_greedy(agent)
     config = agent.config
     envs = gym_envs.make_vector_env(config.env, episodes, **gym_envs.env_kwargs(config))
+    coins = np.random.default_rng(gym_envs.env_seeds(seed, EVAL_ACTION_STREAM, 1)[0])
     try:
         obs, _ = envs.reset(seed=gym_envs.env_seeds(seed, core.EVAL_STREAM, episodes))
         total = np.zeros(episodes, np.float64)
         alive = np.ones(episodes, bool)
         for _ in range(agent.spec.max_episode_steps or EVAL_MAX_STEPS):
             actions = np.asarray(greedy(flat_params, obs))
+            if epsilon > 0:
+                explore = coins.random(episodes) < epsilon
+                randoms = coins.integers(agent.spec.num_actions, size=episodes)
+                actions = np.where(explore, randoms, actions).astype(actions.dtype)
             obs, reward, terminated, truncated, _ = envs.step(actions)
             total += np.where(alive, reward, 0.0)
             alive &= ~(terminated | truncated)
@@ -381,7 +392,7 @@ def train(
             envs.close()
 
 
-HOST_ONLY_FIELDS = ("seed", "num_chunks", "eval_episodes", "eval_every_chunks")
+HOST_ONLY_FIELDS = ("seed", "num_chunks", "eval_episodes", "eval_every_chunks", "eval_epsilon")
 """Fields only the host loop reads: runs may share one :class:`HostAgent` (and its compiled
 programs) across them."""
 
@@ -464,13 +475,17 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
         evaluation = None
         if config.eval_episodes and periodic and chunk != len(sizes):
             params = loop.state.learner.params
-            evaluation = evaluate(agent, params, config.eval_episodes, config.seed)[None]
+            evaluation = evaluate(
+                agent, params, config.eval_episodes, config.seed, config.eval_epsilon
+            )[None]
         seconds = time.perf_counter() - chunk_start
         reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
     reporter.bar.close()
     final_eval = np.zeros((0, 0), np.float32)
     if config.eval_episodes:
-        final_eval = evaluate(agent, loop.state.learner.params, config.eval_episodes, config.seed)
+        final_eval = evaluate(
+            agent, loop.state.learner.params, config.eval_episodes, config.seed, config.eval_epsilon
+        )
         final_eval = final_eval[None]
     jax.block_until_ready(loop.state)
     run_s = time.perf_counter() - run_start

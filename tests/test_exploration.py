@@ -41,3 +41,30 @@ def test_exploration_plan_acts_epsilon_greedy_with_the_same_frequencies():
     mixed = actions(0.2)
     freq = np.bincount(mixed, minlength=4) / len(mixed)
     np.testing.assert_allclose(freq, [0.05, 0.85, 0.05, 0.05], atol=0.015)
+
+
+def test_schedule_after_learning_starts_holds_eps_start_then_anneals_from_there():
+    from dqn_jax.agent import epsilon_at
+    from dqn_jax.config import Config
+
+    steps = np.array([0, 500, 999, 1000, 1500, 2000, 9000])
+    base = dict(learning_starts=1000, eps_start=1.0, eps_end=0.1, eps_duration=1000)
+    shifted = Config(**base, eps_after_learning_starts=True)
+    plain = Config(**base)
+    expected = 1.0 - 0.9 * np.clip((steps - 1000) / 1000, 0.0, 1.0)  # DeepMind's schedule
+    np.testing.assert_allclose(epsilon_at(shifted, steps), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        epsilon_at(plain, steps), 1.0 - 0.9 * np.clip(steps / 1000, 0, 1), rtol=1e-6
+    )
+    exp = Config(**base, exploration="exponential", eps_decay=0.01, eps_after_learning_starts=True)
+    np.testing.assert_allclose(
+        epsilon_at(exp, steps), 0.1 + 0.9 * np.exp(-0.01 * np.maximum(steps - 1000, 0)), rtol=1e-5
+    )
+
+
+def test_nature_dqn_preset_evaluates_at_0_05_and_anneals_after_the_replay_start():
+    from dqn_jax.config import from_preset
+
+    config = from_preset("nature-dqn")
+    assert config.eval_epsilon == 0.05 and config.eps_after_learning_starts
+    assert config.learning_starts == 50_000

@@ -180,3 +180,29 @@ def test_family_runs_learn_on_cartpole(variant):
     actions = np.asarray(agent.replay.data.action)
     assert all(set(np.unique(a)) == {0, 1} for a in actions)
     assert all(len(e) > 0 for e in result.episodes)
+
+
+@pytest.mark.parametrize("backend", ["jax", "gymnasium"])
+def test_eval_epsilon_one_evaluates_a_uniform_random_policy_and_zero_stays_greedy(backend):
+    # CartPole-v1 under a uniform random policy lasts 22.4 steps on average (std ~12): the mean
+    # of 64 episodes lies in [17, 28] with overwhelming probability. An untrained greedy net
+    # pushes one way almost always (about 9 steps), so a greedy evaluation would fail this.
+    config = Config(**{**SMALL, "backend": backend, "num_envs": 1, "train_every": 1})
+    config = config.replace(eval_episodes=64)
+
+    def returns(epsilon: float) -> np.ndarray:
+        c = config.replace(eval_epsilon=epsilon)
+        if backend == "jax":
+            trainer = make_train(c)
+            params = jax.jit(trainer.init)(seed_keys(c)[0]).agent.learner.params
+            return np.asarray(jax.jit(trainer.evaluate)(params, jax.random.PRNGKey(3)))
+        from dqn_jax import host_loop as gb
+
+        host = gb.make_host_agent(c)
+        params = jax.jit(host.init)(jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))[0]
+        return gb.evaluate(host, params.learner.params, c.eval_episodes, 3, c.eval_epsilon)
+
+    random_policy, greedy = returns(1.0), returns(0.0)
+    assert 17 <= random_policy.mean() <= 28, random_policy.mean()
+    assert greedy.mean() < 15 or greedy.std() < random_policy.std() / 2, greedy
+    assert not np.array_equal(random_policy, greedy)
