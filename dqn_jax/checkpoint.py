@@ -18,6 +18,7 @@ new episodes and is not bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,19 @@ def restore_step(manager: ocp.CheckpointManager, step: int, target: Any) -> Rest
     return Restored(step, out.state, dict(out.host))
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def restore(
     run_dir: str | Path,
     target: Any,
@@ -193,7 +207,8 @@ def restore(
     tried, down to the oldest. Raises :class:`CheckpointError` when nothing can be restored (or
     ``step`` was asked for and is missing or damaged).
     """
-    manager = manager or open_manager(run_dir, read_only=True)
+    with _quiet_absl():
+        manager = manager or open_manager(run_dir, read_only=True)
     steps = saved_steps(run_dir)
     if step is not None:
         if step not in steps:
@@ -207,7 +222,8 @@ def restore(
     errors = []
     for s in reversed(steps):
         try:
-            restored = restore_step(manager, s, target)
+            with _quiet_absl():  # orbax logs a damaged file's contents; the warning below says it
+                restored = restore_step(manager, s, target)
         except CheckpointError:
             raise
         except Exception as err:  # noqa: BLE001 - any read error means a damaged checkpoint

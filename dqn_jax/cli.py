@@ -14,13 +14,111 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from dqn_jax.config import PRESETS, Config, ConfigError, preset_values, unresolved
+from dqn_jax.config import (
+    PRESETS,
+    VARIANT_NAMES,
+    Config,
+    ConfigError,
+    preset_values,
+    unresolved,
+)
 
 COMMANDS = ("train", "sweep", "eval", "plot", "presets")
 
 
+def fail(message: str):
+    """Refuse the command: ``error: message`` on one line, exit code 2 (via :func:`main`)."""
+    raise SystemExit("error: " + " ".join(str(message).split()))
+
+
+def close_matches(word: str, choices) -> str:
+    """`` (did you mean --a, --b?)`` for ``word`` among ``choices``, or ``""``."""
+    import difflib
+
+    near = difflib.get_close_matches(word.split("=", 1)[0], list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line naming the command (and, for an unknown
+    flag, its close matches) instead of the usage block."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            flags = [o for a in self._actions for o in a.option_strings]
+            unknown = message.split(": ", 1)[1].split()
+            message += "".join(close_matches(u, flags) for u in unknown if u.startswith("--"))
+        fail(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def config_flags() -> list[str]:
+    """Every config field's flag (``--hidden-sizes``)."""
+    return ["--" + f.name.replace("_", "-") for f in fields(Config)]
+
+
+def tyro_config(default: Config, args: list[str]) -> Config:
+    """:class:`Config` from ``args`` over ``default`` with tyro; a parse or validation error
+    becomes one line (tyro's boxed message, condensed; unknown flags with close matches)."""
+    import contextlib
+    import io
+    import warnings
+
+    import tyro
+
+    if "-h" in args or "--help" in args:
+        return _tyro(tyro, default, args)
+    captured = io.StringIO()
+    try:
+        with (
+            contextlib.redirect_stderr(captured),
+            contextlib.redirect_stdout(captured),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            return _tyro(tyro, default, args)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+    fail(_condense_tyro(captured.getvalue(), args))
+
+
+def _tyro(tyro, default: Config, args: list[str]) -> Config:
+    return tyro.cli(
+        Config,
+        default=default,
+        args=args,
+        prog="dqn-jax train",
+        config=(tyro.conf.FlagConversionOff,),
+    )
+
+
+def _condense_tyro(text: str, args: list[str]) -> str:
+    """The first message of tyro's error box (its lines up to the first rule), on one line."""
+    lines = []
+    for raw in text.splitlines()[1:]:  # below the box's title line
+        line = raw.strip().strip("│|").strip()
+        if not line.strip("─-+╰╯"):  # a rule or the bottom border
+            if lines:
+                break
+            continue
+        lines.append(line)
+    message = " ".join(lines) or "could not parse the flags " + " ".join(args)
+    message = message.replace("Error parsing Config: ", "")
+    if "Unrecognized options:" in message:
+        known = config_flags() + [o for a in _train_parser()._actions for o in a.option_strings]
+        unknown = message.split("Unrecognized options:", 1)[1].strip().split(", ")
+        message = (
+            "unrecognized arguments: "
+            + ", ".join(
+                u + (close_matches(u, known) if u.startswith("--") else "") for u in unknown
+            )
+            + " (see dqn-jax train --help)"
+        )
+    return message
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="dqn-jax train",
         add_help=False,
         description="Train a DQN-family agent on a JAX environment, all seeds in one program.",
@@ -54,8 +152,6 @@ def parse_train_args(
 ) -> tuple[Config, argparse.Namespace]:
     """``(config, host_options)`` from ``dqn-jax train`` arguments. The flags override ``base``
     (a resumed run's config) unless ``--preset`` is given, else the preset."""
-    import tyro
-
     host = _train_parser()
     options, rest = host.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
@@ -64,6 +160,8 @@ def parse_train_args(
     preset_given = any(a == "--preset" or a.startswith("--preset=") for a in argv)
     try:
         variant = _flag_value(rest, "--variant")
+        if variant is not None and variant not in VARIANT_NAMES:
+            fail(f"--variant {variant!r} is unknown: must be one of {', '.join(VARIANT_NAMES)}")
         picked = {} if variant is None else {"variant": variant}
         default = (
             base
@@ -71,26 +169,20 @@ def parse_train_args(
             else unresolved(preset_values(options.preset, **picked))
         )
     except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        fail(err)
     # A resolved default backend ("jax" for CartPole) must not stick to another --env: unless
     # the flags, the preset or a resumed run fix one, the new env picks it ("auto").
     backend_given = any(a == "--backend" or a.startswith("--backend=") for a in rest)
     fixed = "backend" in PRESETS.get(options.preset, {}) or (base is not None and not preset_given)
     if not backend_given and not fixed:
         rest = [*rest, "--backend", "auto"]
+    config = tyro_config(default, bare_flags_true(rest))
     try:
-        config = tyro.cli(
-            Config,
-            default=default,
-            args=bare_flags_true(rest),
-            prog="dqn-jax train",
-            config=(tyro.conf.FlagConversionOff,),
-        )
         from dqn_jax.envs import prepare
 
         config, _ = prepare(config)
     except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        fail(err)
     return config, options
 
 
@@ -169,7 +261,10 @@ def cmd_train(argv: list[str]) -> int:
     print(f"run directory: {run_dir}")
     try:
         train(config, run_dir, **host_options)
-    except (NonFiniteError, ConfigMismatchError) as err:
+    except ConfigMismatchError as err:  # refused before any compute
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
@@ -185,7 +280,7 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_sweep(argv: list[str]) -> int:
     """``dqn-jax sweep --sweep NAME=V1,V2,... [--sweep ...] [train flags]``."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(prog="dqn-jax sweep", add_help=False)
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...")
     known, rest = p.parse_known_args(argv)
     if not known.sweep and not ({"-h", "--help"} & set(rest)):
@@ -219,7 +314,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 def cmd_plot(argv: list[str]) -> int:
     """``dqn-jax plot RUN_DIR``: redraw a run's figures from its saved CSV files."""
-    p = argparse.ArgumentParser(prog="dqn-jax plot", description=cmd_plot.__doc__)
+    p = Parser(prog="dqn-jax plot", description=cmd_plot.__doc__)
     p.add_argument("run_dir", type=Path)
     args = p.parse_args(argv)
     from dqn_jax.plots import replot
@@ -231,7 +326,7 @@ def cmd_plot(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     """``dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="dqn-jax eval",
         description="Greedy evaluation of a run's saved parameters, per seed; writes "
         "RUN_DIR/eval_<step>.json.",
@@ -256,6 +351,7 @@ def cmd_presets(argv: list[str]) -> int:
     """``dqn-jax presets``: what each preset sets, and the per-variant values it adds."""
     from dqn_jax.config import VARIANT_TUNING
 
+    Parser(prog="dqn-jax presets", description=cmd_presets.__doc__).parse_args(argv)
     for name, overrides in PRESETS.items():
         print(f"{name}:")
         for key, value in overrides.items():
@@ -285,12 +381,15 @@ def use_cpu_cores(argv: list[str]) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
         return
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--preset", default="default")
     pre.add_argument("--num-seeds", type=int, default=None)
     pre.add_argument("--resume", type=Path, default=None)
     pre.add_argument("--sweep", action="append", default=[])
-    known, rest = pre.parse_known_args(argv)
+    try:
+        known, rest = pre.parse_known_args(argv)
+    except SystemExit:  # a malformed flag: the command's own parser reports it
+        return
     saved = known.resume or (Path(rest[1]) if rest[:1] == ["eval"] and len(rest) > 1 else None)
     num_seeds = known.num_seeds or PRESETS.get(known.preset, {}).get("num_seeds", 1)
     if saved is not None and known.num_seeds is None:
@@ -317,11 +416,14 @@ def tune_for_host_loop(argv: list[str]) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
         return
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--preset", default="default")
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env", default=None)
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except SystemExit:  # a malformed flag: the command's own parser reports it
+        return
     preset = PRESETS.get(known.preset, {})
     from dqn_jax.envs import resolve_backend
 
@@ -357,7 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     handlers = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "plot": cmd_plot}
-    return {**handlers, "presets": cmd_presets}[command](argv)
+    try:
+        return {**handlers, "presets": cmd_presets}[command](argv)
+    except ConfigError as err:  # includes RunDirError: a missing or damaged run directory
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    except SystemExit as exit_:
+        if not (isinstance(exit_.code, str) and exit_.code.startswith("error: ")):
+            raise
+        print(" ".join(exit_.code.split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ class ConfigError(ValueError):
     """A config field holds a value outside its allowed range."""
 
 
+class RunDirError(ConfigError):
+    """A path given as a run directory is missing, not a directory, or damaged."""
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Counts of steps are env steps per seed."""
@@ -587,3 +591,42 @@ def unresolved(values: dict) -> Config:
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))
+
+
+def read_run_config(run_dir) -> dict:
+    """The raw fields of ``RUN_DIR/config.json`` (no JAX, no validation); :class:`RunDirError`
+    naming the path if ``run_dir`` is missing, not a directory, or its config is unreadable."""
+    import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirError(f"{run_dir} does not exist: expected a run directory")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a directory: expected a run directory")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunDirError(f"{path} not found: {run_dir} is not a run directory")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged: {err}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} is damaged: expected a JSON object of config fields")
+    return data
+
+
+def load_run_config(run_dir) -> Config:
+    """The validated :class:`Config` saved in ``RUN_DIR/config.json`` (:class:`RunDirError`
+    if it is missing, damaged or holds unknown fields or invalid values)."""
+    data = read_run_config(run_dir)
+    path = f"{run_dir}/config.json"
+    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    if unknown:
+        raise RunDirError(f"{path} is damaged: unknown fields {', '.join(unknown)}")
+    try:
+        return Config(**data)
+    except ConfigError as err:
+        raise RunDirError(f"{path} holds an invalid config: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged: {err}") from None

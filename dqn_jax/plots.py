@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn_jax.config import RunDirError, load_run_config
+
 
 def rolling(values: np.ndarray, window: int, fn) -> np.ndarray:
     """``fn`` over the trailing ``window`` values at each index (shorter at the start)."""
@@ -116,8 +118,13 @@ def plot_learning_curves(
 
 def read_episodes(run_dir: Path, num_runs: int) -> list[np.ndarray]:
     """Per run, ``[n, 3]`` (env_step, length, return) from ``run_dir/episodes.csv``."""
-    rows = np.loadtxt(Path(run_dir) / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
-    rows = rows.reshape(-1, 5)
+    path = Path(run_dir) / "episodes.csv"
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 5)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} not found: {run_dir} holds no episodes") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged: {err}") from None
     return [rows[rows[:, 0] == run][:, 2:5] for run in range(num_runs)]
 
 
@@ -129,16 +136,26 @@ def replot(run_dir: str | Path) -> list[Path]:
     import json
 
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
+    config = load_run_config(run_dir).to_dict()
     episodes = read_episodes(run_dir, config["num_seeds"])
     paths = [run_dir / "episodes.png"]
     plot_episodes(episodes, paths[0], f"{config['env']} - {config['variant']}")
     if (run_dir / "q_probes.csv").exists():
         paths.append(run_dir / "q_probes.png")
-        plot_q_probes(run_dir / "q_probes.csv", paths[-1], f"{config['env']}: Q-values")
+        try:
+            plot_q_probes(run_dir / "q_probes.csv", paths[-1], f"{config['env']}: Q-values")
+        except ValueError as err:
+            raise RunDirError(f"{run_dir / 'q_probes.csv'} is damaged: {err}") from None
     sweep_file = run_dir / "sweep.json"
     if sweep_file.exists():
-        sweep = json.loads(sweep_file.read_text())
+        try:
+            sweep = json.loads(sweep_file.read_text())
+            if not isinstance(sweep.get("seeds"), list) or not isinstance(
+                sweep.get("points"), list
+            ):
+                raise ValueError("expected lists 'seeds' and 'points'")
+        except (OSError, ValueError, AttributeError) as err:
+            raise RunDirError(f"{sweep_file} is damaged: {err}") from None
         seeds = len(sweep["seeds"])
         curves = {}
         for p, point in enumerate(sweep["points"]):

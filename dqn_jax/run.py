@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 import signal
 import threading
 import time
@@ -24,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import report
 from dqn_jax.agent import EVAL_STREAM
-from dqn_jax.config import Config, config_diff
+from dqn_jax.config import Config, config_diff, load_run_config
 from dqn_jax.device_loop import Trainer, TrainState, make_train
 from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
 from dqn_jax.sweep import saved_sweep
@@ -151,12 +152,9 @@ class ConfigMismatchError(ValueError):
 
 
 def load_config(run_dir: str | Path) -> Config:
-    """The config saved in ``RUN_DIR/config.json``."""
-    path = Path(run_dir) / "config.json"
-    try:
-        return Config(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SystemExit(f"error: {path} not found: {run_dir} is not a run directory") from None
+    """The config saved in ``RUN_DIR/config.json`` (:class:`~dqn_jax.config.RunDirError` if
+    missing or damaged)."""
+    return load_run_config(run_dir)
 
 
 def state_shapes(trainer: Trainer) -> TrainState:
@@ -182,9 +180,9 @@ def _preflight(config: Config, trainer: Trainer, out: Path, resume: bool, force:
         diff = config_diff(load_config(out), config)
         if diff and not force:
             raise ConfigMismatchError(
-                f"the config differs from the one saved in {out / 'config.json'}:\n  "
-                + "\n  ".join(diff)
-                + "\nresume with the saved config, or pass --force to resume with the new one"
+                f"the config differs from the one saved in {out / 'config.json'}: "
+                + "; ".join(diff)
+                + "; resume with the saved config, or pass --force to resume with the new one"
             )
     elif saved:
         raise SystemExit(
@@ -401,9 +399,15 @@ def train(
     out = Path(run_dir) if run_dir is not None else None
     if resume and out is None:
         raise ValueError("resume needs the run directory")
-    if out is not None:
-        _preflight(config, trainer, out, resume, force, keep_checkpoints)
-    tb = _open_tensorboard(out, tensorboard)
+    created = out is not None and not out.exists()
+    try:
+        if out is not None:
+            _preflight(config, trainer, out, resume, force, keep_checkpoints)
+        tb = _open_tensorboard(out, tensorboard)
+    except BaseException:
+        if created:  # a refused run leaves no half-written run directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     sizes = chunk_sizes(config.num_iterations, config.num_chunks)
     bounds = [checkpoint_step(config, it) for it in itertools.accumulate(sizes, initial=0)]
     compiled = compile_all(trainer, sizes, devices)
