@@ -31,6 +31,8 @@ connects two episodes.
 
 from __future__ import annotations
 
+import base64
+import itertools
 import time
 from collections.abc import Callable
 from functools import cache
@@ -41,9 +43,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 
 from dqn_jax import agent as core
-from dqn_jax import report
+from dqn_jax import checkpoint as ckpt
+from dqn_jax import report, run
 from dqn_jax.agent import Agent, AgentState, EnvSteps, make_agent
 from dqn_jax.config import Config, ConfigError, config_diff
 from dqn_jax.envs import EnvSpec, gym_envs, prepare
@@ -355,11 +359,20 @@ def train(
     progress: bool = True,
     echo: Callable[[str], Any] = print,
     devices: list | None = None,
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: int = run.DEFAULT_CHECKPOINT_EVERY,
+    keep_checkpoints: int = ckpt.DEFAULT_KEEP,
+    stop_after_chunks: int | None = None,
+    tensorboard: bool = False,
 ):
     """Run ``config`` (one seed) on Gymnasium environments; write the run directory if
-    ``run_dir`` is given. Same files as :func:`dqn_jax.run.train` (``config.json``,
-    ``episodes.csv``, ``metrics.jsonl``, ``evals.csv``, ``summary.json``, ``episodes.png``; no
-    checkpoints: a host environment's state cannot be saved), written by the same reporter.
+    ``run_dir`` is given. Same files, checkpoints and options as :func:`dqn_jax.run.train`,
+    written by the same reporter and checkpoint code; a checkpoint holds the device state, the
+    host loop's values and the environments' whole state
+    (:func:`~dqn_jax.envs.gym_envs.save_env_state`), so ``resume`` continues bit-identically
+    to an uninterrupted run. Ctrl-C saves at the end of the running chunk and raises
+    :class:`dqn_jax.run.TrainingInterrupted`.
 
     Returns a :class:`dqn_jax.report.RunResult`: ``state`` is the final
     :class:`~dqn_jax.agent.AgentState` with a leading seed axis of 1 and the parameters
@@ -380,16 +393,36 @@ def train(
         )
     device = (devices or jax.devices())[0]
     out = Path(run_dir) if run_dir is not None else None
+    shapes = checkpoint_shapes(agent) if out is not None else None
+    tb = run.open_run_dir(config, shapes, out, resume, force, keep_checkpoints, tensorboard)
     if out is not None:
-        report.check_writable(out)
         report.write_json(out / "config.json", config.to_dict())
-        (out / "metrics.jsonl").write_text("")
+        if not resume:
+            (out / "metrics.jsonl").write_text("")
+    options = dict(
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        keep=keep_checkpoints,
+        stop_after=stop_after_chunks,
+        tb=tb,
+    )
     with jax.default_device(device):
         envs = gym_envs.make_vector_env(config.env, config.num_envs, **gym_envs.env_kwargs(config))
         try:
-            return _run(agent, config, envs, out, progress, echo, device)
+            return _run(agent, config, envs, out, progress, echo, device, **options)
         finally:
             envs.close()
+
+
+def checkpoint_shapes(agent: HostAgent) -> dict:
+    """Shapes of :meth:`Loop.checkpoint` (what the checkpoint's array part holds)."""
+    config, spec = agent.config, agent.spec
+    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), agent.obs_dtype)
+    state, first = jax.eval_shape(agent.init, jax.ShapeDtypeStruct((2,), jnp.uint32), obs)
+    rows, n = first.shape  # the actions, then the plan's rows
+    actions = jax.ShapeDtypeStruct((n,), first.dtype)
+    plan = jax.ShapeDtypeStruct((rows - 1, n), first.dtype)
+    return {"agent": state, "obs": obs, "actions": actions, "plan": plan}
 
 
 HOST_ONLY_FIELDS = ("seed", "num_chunks", "eval_episodes", "eval_every_chunks", "eval_epsilon")
@@ -413,6 +446,31 @@ class Loop:
         self.vstep = 0
         self.kind_after = scheduler(agent.config)
         self.stage = Staging.allocate(agent.config, agent.spec, agent.obs_dtype)
+
+    def checkpoint(self) -> tuple[dict, dict]:
+        """``(arrays, host)``: the device state and the loop's arrays (for the checkpoint's
+        array part), and the rest as JSON values, the environments' state included."""
+        arrays = {"agent": self.state, "obs": self.obs, "actions": self.actions, "plan": self.plan}
+        host = {
+            "vstep": self.vstep,
+            "ep_return": self.running[0].tolist(),  # exact: JSON floats round-trip
+            "ep_length": self.running[1].tolist(),
+            "envs": base64.b64encode(gym_envs.save_env_state(self.envs)).decode("ascii"),
+        }
+        return arrays, host
+
+    def restore(self, arrays: dict, host: dict) -> None:
+        """Continue from :meth:`checkpoint`'s values."""
+        self.state = arrays["agent"]
+        self.obs = np.asarray(arrays["obs"], self.obs.dtype)
+        self.actions = np.asarray(arrays["actions"], self.actions.dtype)
+        self.plan = np.asarray(arrays["plan"], self.plan.dtype)
+        self.vstep = int(host["vstep"])
+        self.running = (
+            np.asarray(host["ep_return"], np.float64),
+            np.asarray(host["ep_length"], np.int64),
+        )
+        gym_envs.restore_env_state(self.envs, base64.b64decode(host["envs"]))
 
     def run(self, size: int):
         """Step ``size`` vector steps (whole iterations); ``(lengths, returns)`` ``[size, N]``
@@ -448,7 +506,7 @@ class Loop:
         return lengths, returns
 
 
-def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, echo, device):
+def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **options):
     n, vspi = config.num_envs, config.vector_steps_per_iteration
     programs = Programs(agent)
     start = time.perf_counter()
@@ -460,26 +518,58 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
     )
     run_start = time.perf_counter()
     sizes = [k * vspi for k in report.chunk_sizes(config.num_iterations, config.num_chunks)]
-    reporter = report.Reporter(config, [config.seed], out, len(sizes), progress=progress, echo=echo)
+    bounds = [v * n for v in itertools.accumulate(sizes, initial=0)]
+    log, evals, done = None, [], 0
+    if options["resume"]:
+        target = ckpt.abstract_state(checkpoint_shapes(agent), SingleDeviceSharding(device))
+        restored, log, evals, done = run.resume_from(out, target, bounds, echo)
+        loop.restore(restored.state, restored.host["host_loop"])
+    start_vstep = loop.vstep
+    reporter = report.Reporter(
+        config,
+        [config.seed],
+        out,
+        len(sizes),
+        log=log,
+        evals=evals,
+        start_step=bounds[done],
+        tb=options["tb"],
+        progress=progress,
+        echo=echo,
+    )
+    saver = run.Checkpointer(out, options["keep"], config)
     reset = jax.jit(core.reset_stats, donate_argnums=0)
-    for chunk, size in enumerate(sizes, start=1):
-        chunk_start, first_step = time.perf_counter(), loop.vstep * n
-        loop.state = reset(loop.state)
-        lengths, returns = loop.run(size)
-        env_step = loop.vstep * n
-        finite = params_finite(loop.state.learner.params)
-        stats = report.chunk_stats(jax.device_get(loop.state.stats)[None], np.array([finite]))
-        reporter.check_finite(chunk, first_step, env_step, stats, "no checkpoint was saved")
-        window = report.extract_episodes(lengths[None], returns[None], first_step // n, n)
-        periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
-        evaluation = None
-        if config.eval_episodes and periodic and chunk != len(sizes):
-            params = loop.state.learner.params
-            evaluation = evaluate(
-                agent, params, config.eval_episodes, config.seed, config.eval_epsilon
-            )[None]
-        seconds = time.perf_counter() - chunk_start
-        reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
+    every, stop_after = options["checkpoint_every"], options["stop_after"]
+    with run.deferred_sigint(echo) as interrupted:
+        for chunk, size in enumerate(sizes[done:], start=done + 1):
+            chunk_start, first_step, is_last = (
+                time.perf_counter(),
+                loop.vstep * n,
+                chunk == len(sizes),
+            )
+            loop.state = reset(loop.state)
+            lengths, returns = loop.run(size)
+            env_step = loop.vstep * n
+            finite = params_finite(loop.state.learner.params)
+            stats = report.chunk_stats(jax.device_get(loop.state.stats)[None], np.array([finite]))
+            reporter.check_finite(chunk, first_step, env_step, stats, saver.last_good())
+            window = report.extract_episodes(lengths[None], returns[None], first_step // n, n)
+            periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
+            evaluation = None
+            if config.eval_episodes and periodic and not is_last:
+                params = loop.state.learner.params
+                evaluation = evaluate(
+                    agent, params, config.eval_episodes, config.seed, config.eval_epsilon
+                )[None]
+            seconds = time.perf_counter() - chunk_start
+            reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
+            stop = interrupted[0] or chunk == stop_after
+            due = every and chunk % every == 0 and not is_last
+            path = _save(saver, chunk, loop, reporter) if stop or due else None
+            if run.end_early(chunk, is_last, interrupted[0], stop_after, path, out, reporter):
+                summary = {"stopped_after_chunk": chunk, "env_step": env_step}
+                state = result_state(agent, loop.state)
+                return report.RunResult(state, reporter.episodes(), np.zeros((0, 0)), summary)
     reporter.bar.close()
     final_eval = np.zeros((0, 0), np.float32)
     if config.eval_episodes:
@@ -489,7 +579,10 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
         final_eval = final_eval[None]
     jax.block_until_ready(loop.state)
     run_s = time.perf_counter() - run_start
-    vsteps = max(loop.vstep, 1)
+    env_step = loop.vstep * n
+    if saver.manager is not None and saver.last_saved != env_step:
+        _save(saver, len(sizes), loop, reporter)
+    vsteps = max(loop.vstep - start_vstep, 1)
     extra = dict(
         num_envs=config.num_envs,
         dispatches_per_vector_step=programs.dispatches / vsteps,
@@ -499,11 +592,16 @@ def _run(agent: HostAgent, config: Config, envs, out: Path | None, progress, ech
         ),
     )
     title = f"{config.env} - {config.variant} (gymnasium)"
-    env_step = loop.vstep * n
     summary = reporter.finish(final_eval, env_step, compile_s, run_s, [device], title, **extra)
     return report.RunResult(
         result_state(agent, loop.state), reporter.episodes(), final_eval, summary
     )
+
+
+def _save(saver: run.Checkpointer, chunk: int, loop: Loop, reporter: report.Reporter):
+    arrays, host = loop.checkpoint()
+    iteration = loop.vstep // loop.agent.config.vector_steps_per_iteration
+    return saver.save(chunk, iteration, arrays, reporter, host_loop=host)
 
 
 def episode_stats(

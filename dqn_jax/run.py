@@ -169,9 +169,10 @@ def checkpoint_step(config: Config, iteration: int) -> int:
     return iteration * config.env_steps_per_iteration
 
 
-def _preflight(config: Config, trainer: Trainer, out: Path, resume: bool, force: bool, keep: int):
-    """Every check that can fail before compiling: run dir writable, disk space for the
-    checkpoints, checkpoints present (resume) or absent (fresh run), config unchanged."""
+def preflight(config: Config, shapes, out: Path, resume: bool, force: bool, keep: int) -> None:
+    """Every check that can fail before compiling: run dir writable, disk space for ``keep``
+    checkpoints of a state shaped ``shapes`` (a pytree of ``jax.ShapeDtypeStruct``),
+    checkpoints present (resume) or absent (fresh run), config unchanged (unless ``force``)."""
     report.check_writable(out)
     saved = ckpt.saved_steps(out)
     if resume:
@@ -190,12 +191,46 @@ def _preflight(config: Config, trainer: Trainer, out: Path, resume: bool, force:
             f"--resume {out}, or choose another run directory"
         )
     try:
-        ckpt.check_free_space(out, ckpt.estimate_bytes(state_shapes(trainer)), keep)
+        ckpt.check_free_space(out, ckpt.estimate_bytes(shapes), keep)
     except OSError as err:
         raise SystemExit(f"error: {err.strerror}") from None
 
 
-def _open_tensorboard(out: Path | None, enabled: bool):
+def open_run_dir(
+    config: Config, shapes, out: Path | None, resume: bool, force: bool, keep: int, tb: bool
+):
+    """:func:`preflight` of ``out`` (if given), then the TensorBoard writer (None unless ``tb``).
+    A refused run leaves no run directory behind that it created."""
+    if resume and out is None:
+        raise ValueError("resume needs the run directory")
+    created = out is not None and not out.exists()
+    try:
+        if out is not None:
+            preflight(config, shapes, out, resume, force, keep)
+        return open_tensorboard(out, tb)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def end_early(
+    chunk: int, is_last: bool, interrupted: bool, stop_after: int | None, saved, out, reporter
+) -> bool:
+    """After chunk ``chunk`` (checkpoint ``saved`` written, or None): raise
+    :class:`TrainingInterrupted` on Ctrl-C; True if the run stops here (``stop_after``)."""
+    if interrupted:
+        reporter.close()
+        where = f"saved {saved}" if saved else "nothing saved (no run directory)"
+        hint = f"; resume with: dqn-jax train --resume {out}" if out else ""
+        raise TrainingInterrupted(f"interrupted after chunk {chunk}: {where}{hint}")
+    if chunk == stop_after and not is_last:
+        reporter.close()
+        return True
+    return False
+
+
+def open_tensorboard(out: Path | None, enabled: bool):
     if not enabled:
         return None
     try:
@@ -239,7 +274,7 @@ def _host_state(chunk, iteration, log: report.EpisodeLog, evals, config: Config)
 
 
 @contextlib.contextmanager
-def _deferred_sigint(echo: Callable[[str], Any]):
+def deferred_sigint(echo: Callable[[str], Any]):
     """While active, a first Ctrl-C only sets ``flag[0]`` (the loop saves and stops at the next
     chunk boundary); a second one raises KeyboardInterrupt at once. Main thread only."""
     flag = [False]
@@ -277,9 +312,18 @@ def _start(out: Path | None, compiled: Compiled, trainer: Trainer):
 
 
 def _resume(out: Path, trainer: Trainer, compiled: Compiled, bounds: list[int], echo):
-    """A resumed run: the latest readable checkpoint (damaged later ones set aside) placed with
-    the run's shardings, ``episodes.csv`` and ``metrics.jsonl`` as they were at that point."""
+    """A resumed run: the latest readable checkpoint placed with the run's shardings."""
     target = ckpt.abstract_state(state_shapes(trainer), compiled.sharding)
+    restored, log, evals, done = resume_from(out, target, bounds, echo)
+    report.truncate_csv_after(out / "q_probes.csv", 1, restored.step)
+    return restored.state, log, evals, done
+
+
+def resume_from(out: Path, target, bounds: list[int], echo):
+    """``(restored, log, evals, chunks_done)`` of the latest readable checkpoint of ``out``
+    restored onto ``target`` (damaged later ones set aside), with ``episodes.csv`` and
+    ``metrics.jsonl`` rewritten as they were at that point; ``bounds[k]`` is the env step at
+    the end of chunk ``k``."""
     try:
         restored = ckpt.restore(out, target, echo=echo)
     except ckpt.CheckpointError as err:
@@ -296,10 +340,9 @@ def _resume(out: Path, trainer: Trainer, compiled: Compiled, bounds: list[int], 
     episodes = [np.asarray(e, np.float64).reshape(-1, 3) for e in host["episodes"]]
     log = _rebuild_episode_log(out / "episodes.csv", episodes, bounds[: done + 1])
     _truncate_metrics(out / "metrics.jsonl", done)
-    report.truncate_csv_after(out / "q_probes.csv", 1, restored.step)
     evals = [(step, np.asarray(r, np.float32)) for step, r in host["evals"]]
     echo(f"resumed from {ckpt.checkpoint_dir(out) / str(restored.step)} (chunk {done})")
-    return restored.state, log, evals, done
+    return restored, log, evals, done
 
 
 class Checkpointer:
@@ -311,11 +354,16 @@ class Checkpointer:
         self.manager = ckpt.open_manager(out, keep) if out is not None else None
         self.last_saved = max(ckpt.saved_steps(out), default=None) if out is not None else None
 
-    def save(self, chunk: int, iteration: int, state, reporter: report.Reporter) -> Path | None:
+    def save(
+        self, chunk: int, iteration: int, state, reporter: report.Reporter, **host_extra
+    ) -> Path | None:
+        """Checkpoint ``state`` after ``iteration`` iterations (chunk ``chunk``) with the
+        reporter's logs and ``host_extra`` (JSON values) in its host record."""
         if self.manager is None:
             return None
         step = checkpoint_step(self.config, iteration)
         host = _host_state(chunk, iteration, reporter.log, reporter.evals, self.config)
+        host.update(host_extra)
         path = ckpt.save(self.manager, step, state, host)
         self.last_saved = step
         return path
@@ -397,17 +445,8 @@ def train(
     trainer = trainer or make_train(config)
     config = trainer.config
     out = Path(run_dir) if run_dir is not None else None
-    if resume and out is None:
-        raise ValueError("resume needs the run directory")
-    created = out is not None and not out.exists()
-    try:
-        if out is not None:
-            _preflight(config, trainer, out, resume, force, keep_checkpoints)
-        tb = _open_tensorboard(out, tensorboard)
-    except BaseException:
-        if created:  # a refused run leaves no half-written run directory behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    shapes = state_shapes(trainer) if out is not None else None
+    tb = open_run_dir(config, shapes, out, resume, force, keep_checkpoints, tensorboard)
     sizes = chunk_sizes(config.num_iterations, config.num_chunks)
     bounds = [checkpoint_step(config, it) for it in itertools.accumulate(sizes, initial=0)]
     compiled = compile_all(trainer, sizes, devices)
@@ -438,7 +477,7 @@ def train(
         echo=echo,
     )
     iteration = sum(sizes[:done])
-    with _deferred_sigint(echo) as interrupted:
+    with deferred_sigint(echo) as interrupted:
         for chunk, n in enumerate(sizes[done:], start=done + 1):
             is_last = chunk == len(sizes)
             state = _run_chunk(
@@ -448,13 +487,7 @@ def train(
             stop = interrupted[0] or chunk == stop_after_chunks
             due = checkpoint_every and chunk % checkpoint_every == 0 and not is_last
             path = saver.save(chunk, iteration, state, reporter) if stop or due else None
-            if interrupted[0]:
-                reporter.close()
-                where = f"saved {path}" if path else "nothing saved (no run directory)"
-                hint = f"; resume with: dqn-jax train --resume {out}" if out else ""
-                raise TrainingInterrupted(f"interrupted after chunk {chunk}: {where}{hint}")
-            if chunk == stop_after_chunks and not is_last:
-                reporter.close()
+            if end_early(chunk, is_last, interrupted[0], stop_after_chunks, path, out, reporter):
                 summary = {"stopped_after_chunk": chunk, "env_step": bounds[chunk]}
                 return RunResult(state, reporter.episodes(), np.zeros((0, 0)), summary)
     return _finish(compiled, state, config, reporter, saver, iteration, run_start)

@@ -7,6 +7,7 @@ the Nature DQN preprocessing of :mod:`dqn_jax.envs.atari`. The environments of a
 
 from __future__ import annotations
 
+import pickle
 from functools import cache
 
 import numpy as np
@@ -139,3 +140,48 @@ def stored_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.nd
     for i in np.flatnonzero(done):
         out[i] = final[i]
     return out
+
+
+def _layers(env):
+    """``env`` and every environment it wraps, outermost first."""
+    while True:
+        yield env
+        if "env" not in vars(env):
+            return
+        env = vars(env)["env"]
+
+
+def save_env_state(envs) -> bytes:
+    """The whole state of a :class:`~dqn_jax.envs.vector_env.SameStepVectorEnv`: every
+    wrapper's and environment's attributes (their physics state, step counters, frame
+    buffers, ``np_random``) and, for ALE games, the emulator with its RNG
+    (``cloneState(include_rng=True)``). :func:`restore_env_state` puts it back into a vector env
+    made the same way, which then steps exactly as ``envs`` would have."""
+    subs = []
+    for sub in envs.envs:
+        chain = []
+        for layer in _layers(sub):
+            own = {k: v for k, v in vars(layer).items() if k not in ("env", "ale")}
+            ale = vars(layer).get("ale")
+            state = None if ale is None else ale.cloneState(include_rng=True)
+            chain.append((type(layer).__name__, own, state))
+        subs.append(chain)
+    return pickle.dumps(({k: v for k, v in vars(envs).items() if k != "envs"}, subs))
+
+
+def restore_env_state(envs, blob: bytes) -> None:
+    """Put :func:`save_env_state`'s ``blob`` back into ``envs`` (made by
+    :func:`make_vector_env` with the same id, count and options); ``ValueError`` if the wrapper
+    chains differ."""
+    vec, subs = pickle.loads(blob)
+    if len(subs) != len(envs.envs):
+        raise ValueError(f"saved state of {len(subs)} environments, not {len(envs.envs)}")
+    for sub, chain in zip(envs.envs, subs, strict=True):
+        layers = list(_layers(sub))
+        if [type(x).__name__ for x in layers] != [name for name, _, _ in chain]:
+            raise ValueError("the saved environment state has another wrapper chain")
+        for layer, (_, own, ale) in zip(layers, chain, strict=True):
+            vars(layer).update(own)
+            if ale is not None:
+                layer.ale.restoreState(ale)
+    vars(envs).update(vec)

@@ -1,0 +1,186 @@
+"""Checkpoint and resume on the Gymnasium backend: the device state, the host loop's values
+and the environments' whole state (classic control: physics and RNG; ALE: the emulator with
+its RNG), so a resumed run is bit-identical to an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dqn_jax import checkpoint as ckpt
+from dqn_jax import host_loop as gb
+from dqn_jax.config import Config
+from dqn_jax.envs import gym_envs
+from dqn_jax.run import TrainingInterrupted
+
+CARTPOLE = Config(
+    env="CartPole-v0",
+    backend="gymnasium",
+    total_steps=2_000,
+    num_envs=2,
+    train_every=2,
+    learning_starts=400,
+    batch_size=16,
+    buffer_size=1_000,
+    num_chunks=4,
+    eval_episodes=3,
+    eval_every_chunks=2,
+    hidden_sizes=(16,),
+    target_period=100,
+)
+QUIET = dict(progress=False, echo=lambda s: None)
+
+
+def assert_same_run(dir_a, dir_b, a, b):
+    for name in ("episodes.csv", "evals.csv"):
+        assert (dir_a / name).read_bytes() == (dir_b / name).read_bytes(), name
+
+    def records(d):  # wall times differ, nothing else may
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
+
+    assert records(dir_a) == records(dir_b)
+    np.testing.assert_array_equal(a.eval_returns, b.eval_returns)
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("gym-uninterrupted")
+    return run_dir, gb.train(CARTPOLE, run_dir, checkpoint_every=0, **QUIET)
+
+
+def test_env_state_round_trip_steps_identically_across_episode_ends():
+    rng = np.random.default_rng(0)
+    a = gym_envs.make_vector_env("CartPole-v1", 3)
+    a.reset(seed=[1, 2, 3])
+    for _ in range(40):
+        a.step(rng.integers(2, size=3))
+    blob = gym_envs.save_env_state(a)
+    b = gym_envs.make_vector_env("CartPole-v1", 3)
+    b.reset(seed=[7, 8, 9])  # another stream: only the restored state may matter
+    gym_envs.restore_env_state(b, blob)
+    ends = 0
+    for _ in range(400):
+        actions = rng.integers(2, size=3)
+        out_a, out_b = a.step(actions), b.step(actions)
+        for x, y in zip(out_a[:4], out_b[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        ends += int(out_a[2].sum() + out_a[3].sum())
+    assert ends > 10  # autoresets (which draw from the restored RNG) were crossed
+    with pytest.raises(ValueError, match="2 environments, not 3"):
+        gym_envs.restore_env_state(
+            b, gym_envs.save_env_state(gym_envs.make_vector_env("CartPole-v1", 2))
+        )
+
+
+def test_ctrl_c_and_resume_is_bit_identical_to_an_uninterrupted_run(uninterrupted, tmp_path):
+    full_dir, full = uninterrupted
+
+    def press_ctrl_c_after_chunk_2(line):
+        if line.startswith("chunk   2/4"):
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match=r"after chunk 2.*--resume"):
+        gb.train(CARTPOLE, tmp_path, **{**QUIET, "echo": press_ctrl_c_after_chunk_2})
+    assert ckpt.saved_steps(tmp_path) == [1_000]
+    resumed = gb.train(CARTPOLE, tmp_path, resume=True, **QUIET)
+    assert_same_run(full_dir, tmp_path, full, resumed)
+    assert ckpt.saved_steps(tmp_path)[-1] == 2_000
+
+
+def test_resume_of_a_finished_run_refuses_a_changed_config(uninterrupted, tmp_path):
+    from dqn_jax.run import ConfigMismatchError
+
+    gb.train(CARTPOLE, tmp_path, stop_after_chunks=1, **QUIET)
+    with pytest.raises(ConfigMismatchError, match="lr: 0.001 -> 0.002"):
+        gb.train(CARTPOLE.replace(lr=0.002), tmp_path, resume=True, **QUIET)
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        gb.train(CARTPOLE, tmp_path, **QUIET)
+
+
+@pytest.mark.slow
+def test_atari_stop_and_resume_is_bit_identical(tmp_path):
+    pytest.importorskip("ale_py")
+    config = Config(
+        env="ALE/Pong-v5",
+        backend="gymnasium",
+        network="nature_cnn",
+        total_steps=240,
+        num_envs=2,
+        train_every=8,
+        learning_starts=120,
+        batch_size=4,
+        buffer_size=300,
+        num_chunks=4,
+        eval_episodes=1,
+        clip_rewards=True,
+        target_period=40,
+    )
+    full = gb.train(config, tmp_path / "full", checkpoint_every=0, **QUIET)
+    gb.train(config, tmp_path / "cut", stop_after_chunks=2, **QUIET)
+    resumed = gb.train(config, tmp_path / "cut", resume=True, **QUIET)
+    assert_same_run(tmp_path / "full", tmp_path / "cut", full, resumed)
+
+
+CLI = [
+    sys.executable,
+    "-m",
+    "dqn_jax.cli",
+    "train",
+    "--env",
+    "CartPole-v0",
+    "--backend",
+    "gymnasium",
+    "--total-steps",
+    "6000",
+    "--num-chunks",
+    "6",
+    "--learning-starts",
+    "500",
+    "--hidden-sizes",
+    "16",
+    "--eval-episodes",
+    "3",
+    "--no-progress",
+]
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    subprocess.run(
+        [*CLI, "--out", str(tmp_path / "full")], env=env, check=True, capture_output=True
+    )
+    cut = tmp_path / "cut"
+
+    def run_until(line_start: str, sig: int, *extra) -> int:
+        proc = subprocess.Popen(
+            [*CLI, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in proc.stdout:
+            if line.startswith(line_start):
+                proc.send_signal(sig)
+                break
+        proc.communicate()
+        return proc.returncode
+
+    # Ctrl-C after chunk 2: a checkpoint at its end, exit code 130.
+    assert run_until("chunk   2/6", signal.SIGINT, "--out", str(cut)) == 130
+    assert ckpt.saved_steps(cut) == [2_000]
+    # Resumed, saving every chunk, then killed -9 while chunk 5 runs or saves.
+    argv = ["--resume", str(cut), "--checkpoint-every", "1"]
+    assert run_until("chunk   4/6", signal.SIGKILL, *argv) == -signal.SIGKILL
+    assert ckpt.saved_steps(cut)[-1] >= 3_000  # chunk 3 saved; 4 may have been cut short
+    done = subprocess.run([*CLI, "--resume", str(cut)], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("episodes.csv", "evals.csv"):
+        assert (tmp_path / "full" / name).read_bytes() == (cut / name).read_bytes(), name
+    summary = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut)]
+    assert summary[0]["final_eval_return_per_seed"] == summary[1]["final_eval_return_per_seed"]
