@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import pickle
 import time
 from collections.abc import Callable
 from functools import cache
@@ -434,8 +435,15 @@ class Loop:
     """The host loop's running values between chunks: device state, current observation,
     next actions and the iteration's plan, vector steps done, running episode statistics."""
 
-    def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int):
-        self.agent, self.programs, self.envs = agent, programs, envs
+    def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int, echo=print):
+        self.agent, self.programs, self.envs, self.seed, self.echo = (
+            agent,
+            programs,
+            envs,
+            seed,
+            echo,
+        )
+        self.unsaveable_warned = False
         self.obs, _ = envs.reset(
             seed=gym_envs.env_seeds(seed, gym_envs.TRAIN_STREAM, envs.num_envs)
         )
@@ -455,13 +463,24 @@ class Loop:
             "vstep": self.vstep,
             "ep_return": self.running[0].tolist(),  # exact: JSON floats round-trip
             "ep_length": self.running[1].tolist(),
-            "envs": base64.b64encode(gym_envs.save_env_state(self.envs)).decode("ascii"),
+            "envs": None,
         }
+        try:
+            host["envs"] = base64.b64encode(gym_envs.save_env_state(self.envs)).decode("ascii")
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            if not self.unsaveable_warned:
+                self.unsaveable_warned = True
+                self.echo(
+                    f"warning: {self.agent.config.env}'s state cannot be saved "
+                    f"({type(err).__name__}: {err}); a resume starts new episodes there"
+                )
         return arrays, host
 
     def restore(self, arrays: dict, host: dict) -> None:
         """Continue from :meth:`checkpoint`'s values."""
-        self.state = arrays["agent"]
+        # Uncommitted, as the programs were compiled for (a committed restored array would
+        # compile every program again).
+        self.state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), arrays["agent"])
         self.obs = np.asarray(arrays["obs"], self.obs.dtype)
         self.actions = np.asarray(arrays["actions"], self.actions.dtype)
         self.plan = np.asarray(arrays["plan"], self.plan.dtype)
@@ -470,7 +489,19 @@ class Loop:
             np.asarray(host["ep_return"], np.float64),
             np.asarray(host["ep_length"], np.int64),
         )
-        gym_envs.restore_env_state(self.envs, base64.b64decode(host["envs"]))
+        if host["envs"] is not None:
+            gym_envs.restore_env_state(self.envs, base64.b64decode(host["envs"]))
+            return
+        # The environments' state was not saved: new episodes from their own stream, the
+        # unfinished ones (never logged) and the pending n-step sums dropped, the iteration's
+        # exploration plan kept, its first actions re-decided for the new observations.
+        n = self.envs.num_envs
+        seeds = gym_envs.env_seeds(self.seed, gym_envs.RESUME_STREAM, n, at=self.vstep)
+        self.obs, _ = self.envs.reset(seed=seeds)
+        self.state = jax.jit(self.agent.agent.restart_returns)(self.state)
+        self.running = (np.zeros(n), np.zeros(n, np.int64))
+        greedy = self.programs.act(self.state, 0, self.obs)
+        self.actions = np.where(self.plan[0] >= 0, self.plan[0], greedy).astype(self.actions.dtype)
 
     def run(self, size: int):
         """Step ``size`` vector steps (whole iterations); ``(lengths, returns)`` ``[size, N]``
@@ -510,7 +541,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     n, vspi = config.num_envs, config.vector_steps_per_iteration
     programs = Programs(agent)
     start = time.perf_counter()
-    loop = Loop(agent, programs, envs, config.seed)
+    loop = Loop(agent, programs, envs, config.seed, echo)
     compile_s = time.perf_counter() - start + programs.warm_up(loop.state, kinds_in_run(config))
     echo(
         f"{config.env} (gymnasium, {n} env(s)) | {config.variant} | 1 seed x "

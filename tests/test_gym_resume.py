@@ -80,6 +80,32 @@ def test_env_state_round_trip_steps_identically_across_episode_ends():
         )
 
 
+def test_atari_env_state_round_trip_steps_identically_across_episode_ends():
+    # Breakout with a life loss as the episode end: many resets (no-op starts from the
+    # restored np_random, sticky actions from the restored emulator RNG) in 300 steps.
+    pytest.importorskip("ale_py")
+    config = Config(
+        env="ALE/Breakout-v5", backend="gymnasium", network="nature_cnn", terminal_on_life_loss=True
+    )
+    kwargs = gym_envs.env_kwargs(config)
+    rng = np.random.default_rng(0)
+    a = gym_envs.make_vector_env(config.env, 2, **kwargs)
+    a.reset(seed=[1, 2])
+    for _ in range(20):
+        a.step(rng.integers(4, size=2))
+    b = gym_envs.make_vector_env(config.env, 2, **kwargs)
+    b.reset(seed=[5, 6])
+    gym_envs.restore_env_state(b, gym_envs.save_env_state(a))
+    ends = 0
+    for _ in range(300):
+        actions = rng.integers(4, size=2)
+        out_a, out_b = a.step(actions), b.step(actions)
+        for x, y in zip(out_a[:4], out_b[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        ends += int(out_a[2].sum() + out_a[3].sum())
+    assert ends >= 4
+
+
 def test_ctrl_c_and_resume_is_bit_identical_to_an_uninterrupted_run(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
 
@@ -184,3 +210,30 @@ def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_pat
         assert (tmp_path / "full" / name).read_bytes() == (cut / name).read_bytes(), name
     summary = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut)]
     assert summary[0]["final_eval_return_per_seed"] == summary[1]["final_eval_return_per_seed"]
+
+
+def test_an_unsaveable_env_resumes_with_new_episodes_and_everything_else_kept(
+    uninterrupted, tmp_path, monkeypatch
+):
+    # LunarLander's Box2D world cannot be pickled; stand in for it on CartPole.
+    full_dir, _ = uninterrupted
+
+    def unpicklable(envs):
+        raise TypeError("cannot pickle 'SwigPyObject' object")
+
+    monkeypatch.setattr(gym_envs, "save_env_state", unpicklable)
+    lines = []
+    gb.train(CARTPOLE, tmp_path, stop_after_chunks=2, **{**QUIET, "echo": lines.append})
+    assert any("state cannot be saved (TypeError" in ln for ln in lines), lines
+    resumed = gb.train(CARTPOLE, tmp_path, resume=True, **QUIET)
+    assert resumed.summary["total_env_steps"] == CARTPOLE.total_steps
+
+    def rows(d):
+        return np.loadtxt(d / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
+
+    full, cut = rows(full_dir), rows(tmp_path)
+    np.testing.assert_array_equal(cut[cut[:, 2] <= 1_000], full[full[:, 2] <= 1_000])
+    after = cut[cut[:, 2] > 1_000]
+    # Only episodes started after the resume: their lengths fit in the steps since then.
+    assert len(after) > 5 and after[:, 3].sum() <= CARTPOLE.total_steps - 1_000
+    assert not np.array_equal(after, full[full[:, 2] > 1_000])

@@ -106,13 +106,19 @@ TRAIN_STREAM = 0
 :data:`dqn_jax.agent.EVAL_STREAM`)."""
 
 
-def env_seeds(seed: int, role: int, num_envs: int) -> list[int]:
+RESUME_STREAM = 0x2E5
+"""The role of training environments started afresh by a resume whose environments' state
+could not be saved (:func:`env_seeds` with ``at`` = the vector step resumed at)."""
+
+
+def env_seeds(seed: int, role: int, num_envs: int, at: int | None = None) -> list[int]:
     """Gymnasium seeds (32-bit ints) of ``num_envs`` host environments of the run with seed
-    ``seed`` in stream ``role``: env ``i`` from ``SeedSequence((seed, role, i))``, so no two
-    runs, roles or environments share a stream (``seed + i`` would give run ``s``'s env 1
-    the stream of run ``s + 1``'s env 0)."""
+    ``seed`` in stream ``role``: env ``i`` from ``SeedSequence((seed, role, i))`` (with ``at``:
+    ``(seed, role, at, i)``), so no two runs, roles or environments share a stream
+    (``seed + i`` would give run ``s``'s env 1 the stream of run ``s + 1``'s env 0)."""
+    words = (seed, role) if at is None else (seed, role, at)
     return [
-        int(np.random.SeedSequence((seed, role, i)).generate_state(1, np.uint32)[0])
+        int(np.random.SeedSequence((*words, i)).generate_state(1, np.uint32)[0])
         for i in range(num_envs)
     ]
 
