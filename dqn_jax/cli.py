@@ -106,7 +106,8 @@ def _condense_tyro(text: str, args: list[str]) -> str:
     message = message.replace("Error parsing Config: ", "")
     if "Unrecognized options:" in message:
         known = config_flags() + [o for a in _train_parser()._actions for o in a.option_strings]
-        unknown = message.split("Unrecognized options:", 1)[1].strip().split(", ")
+        unknown = [u.strip() for u in message.split("Unrecognized options:", 1)[1].split(",")]
+        unknown = [u or "''" for u in unknown]  # an empty argument
         message = (
             "unrecognized arguments: "
             + ", ".join(
@@ -440,9 +441,10 @@ def _saved_num_seeds(run_dir: Path) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dqn-jax`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    use_cpu_cores(argv)
     if not argv or argv[0] not in ("sweep", "eval", "plot", "presets"):  # train
         tune_for_host_loop(argv)
+    if HOST_LOOP_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):  # the host loop: one device
+        use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
         print("usage: dqn-jax [train|sweep|eval|plot|presets] [flags]   (no command = train)\n")
         print("  train    train an agent (dqn-jax train --help for every flag)")

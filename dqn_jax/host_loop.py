@@ -110,8 +110,8 @@ class Staging(NamedTuple):
 
     @staticmethod
     def allocate(config: Config, spec: EnvSpec, dtype: np.dtype) -> Staging:
-        """Zeroed staging arrays for one iteration of ``config``."""
-        lead = (config.vector_steps_per_iteration, config.num_envs)
+        """Zeroed staging arrays for one iteration of ``config`` (all seeds' environments)."""
+        lead = (config.vector_steps_per_iteration, config.num_seeds * config.num_envs)
         return Staging(
             *(np.zeros(shape, dt) for shape, dt in Staging.layout(lead, spec.obs_shape, dtype))
         )
@@ -144,8 +144,9 @@ class HostAgent(NamedTuple):
     agent: Agent
     init: Callable[[jax.Array, jax.Array], tuple[AgentState, jax.Array]]
     end: Callable[[AgentState, jax.Array, StepKind], tuple[AgentState, jax.Array]]
-    # init/end return ``i32[1 + V, N]``: the next actions, then the new iteration's plan
+    # init/end return ``i32[1 + V, S * N]``: the next actions, then the new iteration's plan
     end_layout: Layout
+    act: Callable  # greedy actions of all seeds' envs: (params, obs) or (params, key, j, obs)
 
 
 def frame_replay_for(config: Config) -> Replay:
@@ -167,16 +168,22 @@ def frame_replay_for(config: Config) -> Replay:
 def make_host_agent(
     config: Config, *, spec: EnvSpec | None = None, dtype=None, **swaps
 ) -> HostAgent:
-    """The device side of a host-loop run of ``config`` (one seed): the agent core
+    """The device side of a host-loop run of ``config``: the agent core
     (:func:`dqn_jax.agent.make_agent`, parameters as one flat vector, ``swaps`` passed on)
-    and the two programs the host calls; ``N = num_envs``, ``V = vector_steps_per_iteration``.
+    and the programs the host calls; ``S = num_seeds``, ``N = num_envs``,
+    ``V = vector_steps_per_iteration``. With ``S > 1`` the seeds' states have a leading ``[S]``
+    axis and every program is the one-seed program vmapped over it; on the host, seed ``s``'s
+    environments are ``s * N ... s * N + N - 1`` of one vector env of ``S * N``.
 
-    - ``init(key, obs) -> (state, out i32[1 + V, N])``: the agent's state and the first
-      iteration's exploration plan; ``out`` = the first actions for ``obs``, then the plan.
+    - ``init(key, obs) -> (state, out i32[1 + V, S * N])``: the agent's state and the first
+      iteration's exploration plan; ``out`` = the first actions for ``obs [S * N, ...]``,
+      then the plan. ``key``: ``[2]`` (``S = 1``) or ``[S, 2]``.
     - ``end(state, packed, kind) -> (state, out)``: the last step of an iteration. ``packed`` =
-      ``pack(obs, env_step i32[1], *Staging)`` (:data:`end_layout`): ``end_iteration`` (store
-      the iteration's ``V * N`` steps, learn and update the target as ``kind`` says), then
-      ``begin_iteration`` of the next and its first actions; ``out`` as for ``init``.
+      ``pack(obs, env_step i32[1], *Staging)`` (:data:`end_layout`; ``env_step`` per seed):
+      ``end_iteration`` (store each seed's ``V * N`` steps, learn and update the target as
+      ``kind`` says), then ``begin_iteration`` of the next and its first actions; ``out`` as
+      for ``init``.
+    - ``act``: greedy actions ``i32[S * N]`` of a plain step.
 
     Atari ids get the frame replay unless ``swaps`` has a ``replay``.
     """
@@ -188,32 +195,63 @@ def make_host_agent(
     if gym_envs.is_atari(config.env) and "replay" not in swaps:
         swaps["replay"] = frame_replay_for(config)
     agent = make_agent(config, spec, obs_dtype=dtype, flat_params=True, **swaps)
-    n, vspi = config.num_envs, config.vector_steps_per_iteration
+    seeds, n, vspi = config.num_seeds, config.num_envs, config.vector_steps_per_iteration
     i32 = np.dtype(np.int32)
-    many = (vspi * n,)
     end_layout: Layout = (
-        ((n, *spec.obs_shape), dtype),
+        ((seeds * n, *spec.obs_shape), dtype),
         ((1,), i32),
-        *Staging.layout(many, spec.obs_shape, dtype),
+        *Staging.layout((vspi * seeds * n,), spec.obs_shape, dtype),
     )
 
     def decide(state: AgentState, obs: jax.Array) -> jax.Array:
         return jnp.concatenate([agent.act(state, obs, 0)[None], state.plan])
 
-    def init(key: jax.Array, obs: jax.Array) -> tuple[AgentState, jax.Array]:
+    def init_one(key: jax.Array, obs: jax.Array) -> tuple[AgentState, jax.Array]:
         k_agent, _, _ = core.split_run_key(key)
         state = agent.begin_iteration(agent.init(k_agent), 0)
         return state, decide(state, obs)
 
-    def end(state: AgentState, packed: jax.Array, kind: StepKind):
-        obs, env_step, *staged = unpack(packed, end_layout)
+    def end_one(state: AgentState, obs, staged: list, done_steps, kind: StepKind):
         steps = EnvSteps(*(x.reshape(vspi, n, *x.shape[1:]) for x in staged))
-        done_steps = env_step[0]
         state = agent.end_iteration(state, steps, done_steps, kind.learn, kind.copy_target)
         state = agent.begin_iteration(state, done_steps)
         return state, decide(state, obs)
 
-    return HostAgent(config, spec, dtype, agent, init, end, end_layout)
+    if seeds == 1:
+
+        def end(state: AgentState, packed: jax.Array, kind: StepKind):
+            obs, env_step, *staged = unpack(packed, end_layout)
+            return end_one(state, obs, staged, env_step[0], kind)
+
+        init, act = init_one, agent.greedy
+    else:
+        by_seed = lambda x: x.reshape(seeds, n, *x.shape[1:])  # noqa: E731 - [S*N] -> [S, N]
+        to_host = lambda out: out.swapaxes(0, 1).reshape(out.shape[1], -1)  # noqa: E731
+
+        def init(keys: jax.Array, obs: jax.Array):
+            state, out = jax.vmap(init_one)(keys, by_seed(obs))
+            return state, to_host(out)
+
+        def end(state: AgentState, packed: jax.Array, kind: StepKind):
+            obs, env_step, *staged = unpack(packed, end_layout)
+            staged = [  # [V * S * N, ...] -> [S, V * N, ...], seed s's steps in time order
+                x.reshape(vspi, seeds, n, *x.shape[1:])
+                .swapaxes(0, 1)
+                .reshape(seeds, vspi * n, *x.shape[1:])
+                for x in staged
+            ]
+            one = lambda st, o, xs: end_one(st, o, xs, env_step[0], kind)  # noqa: E731
+            state, out = jax.vmap(one)(state, by_seed(obs), staged)
+            return state, to_host(out)
+
+        if agent.stochastic:
+            act = lambda params, key, obs: jax.vmap(agent.greedy)(  # noqa: E731
+                params, by_seed(obs), key
+            ).reshape(-1)
+        else:
+            act = lambda params, obs: jax.vmap(agent.greedy)(params, by_seed(obs)).reshape(-1)  # noqa: E731
+
+    return HostAgent(config, spec, dtype, agent, init, end, end_layout, act)
 
 
 def scheduler(config: Config) -> Callable[[int], StepKind]:
@@ -245,9 +283,12 @@ def compiled(agent: HostAgent, kind: StepKind) -> Callable:
     once."""
     if not kind.end:
         if agent.agent.stochastic:
-            policy = agent.agent.greedy
+            policy, multi = agent.act, agent.config.num_seeds > 1
+            if multi:
+                keys = jax.vmap(core.act_key, in_axes=(0, None))
+                return jax.jit(lambda params, key, j, obs: policy(params, keys(key, j), obs))
             return jax.jit(lambda params, key, j, obs: policy(params, obs, core.act_key(key, j)))
-        return jax.jit(agent.agent.greedy)
+        return jax.jit(agent.act)
     return jax.jit(lambda state, packed: agent.end(state, packed, kind), donate_argnums=0)
 
 
@@ -255,7 +296,8 @@ def compiled(agent: HostAgent, kind: StepKind) -> Callable:
 def compiled_greedy(agent: HostAgent) -> Callable:
     """``(params, obs [N, ...]) -> i32[N]``: deterministic greedy actions (noisy layers at their
     mean weights, IQN at evenly spaced fractions), jitted; what evaluation acts with."""
-    return jax.jit(agent.agent.greedy) if agent.agent.stochastic else compiled(agent, PLAIN)
+    one_program = agent.agent.stochastic or agent.config.num_seeds > 1
+    return jax.jit(agent.agent.greedy) if one_program else compiled(agent, PLAIN)
 
 
 class Programs:
@@ -408,7 +450,8 @@ def train(
         tb=tb,
     )
     with jax.default_device(device):
-        envs = gym_envs.make_vector_env(config.env, config.num_envs, **gym_envs.env_kwargs(config))
+        total = config.num_seeds * config.num_envs
+        envs = gym_envs.make_vector_env(config.env, total, **gym_envs.env_kwargs(config))
         try:
             return _run(agent, config, envs, out, progress, echo, device, **options)
         finally:
@@ -418,8 +461,10 @@ def train(
 def checkpoint_shapes(agent: HostAgent) -> dict:
     """Shapes of :meth:`Loop.checkpoint` (what the checkpoint's array part holds)."""
     config, spec = agent.config, agent.spec
-    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), agent.obs_dtype)
-    state, first = jax.eval_shape(agent.init, jax.ShapeDtypeStruct((2,), jnp.uint32), obs)
+    total = config.num_seeds * config.num_envs
+    obs = jax.ShapeDtypeStruct((total, *spec.obs_shape), agent.obs_dtype)
+    keys = (2,) if config.num_seeds == 1 else (config.num_seeds, 2)
+    state, first = jax.eval_shape(agent.init, jax.ShapeDtypeStruct(keys, jnp.uint32), obs)
     rows, n = first.shape  # the actions, then the plan's rows
     actions = jax.ShapeDtypeStruct((n,), first.dtype)
     plan = jax.ShapeDtypeStruct((rows - 1, n), first.dtype)
@@ -436,24 +481,25 @@ class Loop:
     next actions and the iteration's plan, vector steps done, running episode statistics."""
 
     def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int, echo=print):
-        self.agent, self.programs, self.envs, self.seed, self.echo = (
-            agent,
-            programs,
-            envs,
-            seed,
-            echo,
-        )
+        self.agent, self.programs, self.envs, self.echo = agent, programs, envs, echo
+        config = agent.config
+        self.seeds = [seed + i for i in range(config.num_seeds)]  # as dqn_jax.run.run_seeds
         self.unsaveable_warned = False
-        self.obs, _ = envs.reset(
-            seed=gym_envs.env_seeds(seed, gym_envs.TRAIN_STREAM, envs.num_envs)
-        )
-        state, first = jax.jit(agent.init)(jax.random.PRNGKey(seed), self.obs)
+        self.obs, _ = envs.reset(seed=self.env_seeds(gym_envs.TRAIN_STREAM))
+        keys = [jax.random.PRNGKey(s) for s in self.seeds]
+        key = keys[0] if config.num_seeds == 1 else jnp.stack(keys)
+        state, first = jax.jit(agent.init)(key, self.obs)
         self.state, self.actions, self.plan = state, np.asarray(first[0]), np.asarray(first[1:])
-        n = agent.config.num_envs
-        self.running = (np.zeros(n), np.zeros(n, np.int64))  # return, length of running episodes
+        total = envs.num_envs
+        self.running = (np.zeros(total), np.zeros(total, np.int64))  # running episodes' stats
         self.vstep = 0
         self.kind_after = scheduler(agent.config)
         self.stage = Staging.allocate(agent.config, agent.spec, agent.obs_dtype)
+
+    def env_seeds(self, role: int, at: int | None = None) -> list[int]:
+        """Gymnasium seeds of all seeds' environments in stream ``role``, seed-major."""
+        n = self.agent.config.num_envs
+        return [x for s in self.seeds for x in gym_envs.env_seeds(s, role, n, at=at)]
 
     def checkpoint(self) -> tuple[dict, dict]:
         """``(arrays, host)``: the device state and the loop's arrays (for the checkpoint's
@@ -495,22 +541,25 @@ class Loop:
         # The environments' state was not saved: new episodes from their own stream, the
         # unfinished ones (never logged) and the pending n-step sums dropped, the iteration's
         # exploration plan kept, its first actions re-decided for the new observations.
-        n = self.envs.num_envs
-        seeds = gym_envs.env_seeds(self.seed, gym_envs.RESUME_STREAM, n, at=self.vstep)
-        self.obs, _ = self.envs.reset(seed=seeds)
-        self.state = jax.jit(self.agent.agent.restart_returns)(self.state)
-        self.running = (np.zeros(n), np.zeros(n, np.int64))
+        total = self.envs.num_envs
+        self.obs, _ = self.envs.reset(seed=self.env_seeds(gym_envs.RESUME_STREAM, self.vstep))
+        restart = self.agent.agent.restart_returns
+        if self.agent.config.num_seeds > 1:
+            restart = jax.vmap(restart)
+        self.state = jax.jit(restart)(self.state)
+        self.running = (np.zeros(total), np.zeros(total, np.int64))
         greedy = self.programs.act(self.state, 0, self.obs)
         self.actions = np.where(self.plan[0] >= 0, self.plan[0], greedy).astype(self.actions.dtype)
 
     def run(self, size: int):
-        """Step ``size`` vector steps (whole iterations); ``(lengths, returns)`` ``[size, N]``
+        """Step ``size`` vector steps (whole iterations); ``(lengths, returns)`` ``[size, S * N]``
         of the episodes that ended (0 elsewhere). The hot path: locals only."""
         config, programs, envs, stage = self.agent.config, self.programs, self.envs, self.stage
         n, vspi, kind_after = config.num_envs, config.vector_steps_per_iteration, self.kind_after
+        total = envs.num_envs  # all seeds' environments
         state, obs, actions, plan, vstep = self.state, self.obs, self.actions, self.plan, self.vstep
         explores = (plan >= 0).all(axis=1).tolist()  # per step of the iteration: no greedy env
-        rewards, dones = np.zeros((size, n)), np.zeros((size, n), bool)
+        rewards, dones = np.zeros((size, total)), np.zeros((size, total), bool)
         for t in range(size):
             j = t % vspi
             next_obs, reward, terminated, truncated, info = envs.step(actions)
@@ -531,7 +580,7 @@ class Loop:
             else:
                 greedy = programs.act(state, j + 1, obs)
                 # With one env, "not every env explores" means it acts greedily.
-                actions = greedy if n == 1 else np.where(plan[j + 1] >= 0, plan[j + 1], greedy)
+                actions = greedy if total == 1 else np.where(plan[j + 1] >= 0, plan[j + 1], greedy)
         self.state, self.obs, self.actions, self.plan, self.vstep = state, obs, actions, plan, vstep
         lengths, returns, self.running = episode_stats(rewards, dones, *self.running)
         return lengths, returns
@@ -544,7 +593,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     loop = Loop(agent, programs, envs, config.seed, echo)
     compile_s = time.perf_counter() - start + programs.warm_up(loop.state, kinds_in_run(config))
     echo(
-        f"{config.env} (gymnasium, {n} env(s)) | {config.variant} | 1 seed x "
+        f"{config.env} (gymnasium, {n} env(s)) | {config.variant} | {config.num_seeds} seed(s) x "
         f"{config.total_steps:,} env steps | {device} | compiled in {compile_s:.1f}s"
     )
     run_start = time.perf_counter()
@@ -558,7 +607,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     start_vstep = loop.vstep
     reporter = report.Reporter(
         config,
-        [config.seed],
+        loop.seeds,
         out,
         len(sizes),
         log=log,
@@ -582,16 +631,15 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
             lengths, returns = loop.run(size)
             env_step = loop.vstep * n
             finite = params_finite(loop.state.learner.params)
-            stats = report.chunk_stats(jax.device_get(loop.state.stats)[None], np.array([finite]))
+            stats = report.chunk_stats(jax.device_get(loop.state.stats), finite)
             reporter.check_finite(chunk, first_step, env_step, stats, saver.last_good())
-            window = report.extract_episodes(lengths[None], returns[None], first_step // n, n)
+            window = report.extract_episodes(
+                by_seed(lengths, config), by_seed(returns, config), first_step // n, n
+            )
             periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
             evaluation = None
             if config.eval_episodes and periodic and not is_last:
-                params = loop.state.learner.params
-                evaluation = evaluate(
-                    agent, params, config.eval_episodes, config.seed, config.eval_epsilon
-                )[None]
+                evaluation = evaluate_seeds(agent, loop)
             seconds = time.perf_counter() - chunk_start
             reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
             stop = interrupted[0] or chunk == stop_after
@@ -604,10 +652,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     reporter.bar.close()
     final_eval = np.zeros((0, 0), np.float32)
     if config.eval_episodes:
-        final_eval = evaluate(
-            agent, loop.state.learner.params, config.eval_episodes, config.seed, config.eval_epsilon
-        )
-        final_eval = final_eval[None]
+        final_eval = evaluate_seeds(agent, loop)
     jax.block_until_ready(loop.state)
     run_s = time.perf_counter() - run_start
     env_step = loop.vstep * n
@@ -619,13 +664,33 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
         dispatches_per_vector_step=programs.dispatches / vsteps,
         transfers_per_vector_step=programs.transfers / vsteps,
         replay_bytes_per_transition=round(
-            sum(x.nbytes for x in jax.tree.leaves(loop.state.replay)) / config.buffer_size, 1
+            sum(x.nbytes for x in jax.tree.leaves(loop.state.replay))
+            / (config.buffer_size * config.num_seeds),
+            1,
         ),
     )
     title = f"{config.env} - {config.variant} (gymnasium)"
     summary = reporter.finish(final_eval, env_step, compile_s, run_s, [device], title, **extra)
     return report.RunResult(
         result_state(agent, loop.state), reporter.episodes(), final_eval, summary
+    )
+
+
+def by_seed(x: np.ndarray, config: Config) -> np.ndarray:
+    """``[T, S * N]`` (all seeds' environments, seed-major) as ``[S, T, N]``."""
+    return x.reshape(x.shape[0], config.num_seeds, config.num_envs).swapaxes(0, 1)
+
+
+def evaluate_seeds(agent: HostAgent, loop: Loop) -> np.ndarray:
+    """``f32[S, eval_episodes]``: :func:`evaluate` of each seed's parameters on its own
+    evaluation stream."""
+    config, params = agent.config, loop.state.learner.params
+    one = [params] if config.num_seeds == 1 else list(params)
+    return np.stack(
+        [
+            evaluate(agent, p, config.eval_episodes, seed, config.eval_epsilon)
+            for p, seed in zip(one, loop.seeds, strict=True)
+        ]
     )
 
 
@@ -662,16 +727,19 @@ def episode_stats(
     return lengths, returns, (ep_return, ep_length)
 
 
-def params_finite(flat_params: jax.Array) -> bool:
-    """Whether every parameter is finite (one small dispatch and read)."""
-    return bool(jax.device_get(jnp.all(jnp.isfinite(flat_params))))
+def params_finite(flat_params: jax.Array) -> np.ndarray:
+    """``bool[S]``: whether every parameter of each seed is finite (``flat_params [P]`` or
+    ``[S, P]``; one small dispatch and read)."""
+    return np.atleast_1d(jax.device_get(jnp.all(jnp.isfinite(flat_params), axis=-1)))
 
 
 def result_state(agent: HostAgent, state: AgentState) -> AgentState:
-    """``state`` with unflattened network parameters and a leading seed axis of 1, the shape
-    :func:`dqn_jax.run.train` returns."""
-    unravel = agent.agent.unravel
+    """``state`` with unflattened network parameters and a leading seed axis (of 1 for one
+    seed), the shape :func:`dqn_jax.run.train` returns."""
+    multi = agent.config.num_seeds > 1
+    unravel = jax.vmap(agent.agent.unravel) if multi else agent.agent.unravel
     learner = state.learner._replace(
         params=unravel(state.learner.params), target_params=unravel(state.learner.target_params)
     )
-    return jax.tree.map(lambda x: x[None], state._replace(learner=learner))
+    state = state._replace(learner=learner)
+    return state if multi else jax.tree.map(lambda x: x[None], state)

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-EPISODE_FIELDS = ("seed", "episode", "env_step", "length", "return")
+EPISODE_FIELDS = ("run", "episode", "env_step", "length", "return")
+"""``run`` is the run index ``0 .. num_seeds - 1``; its seed is ``summary.json["seeds"][run]``."""
 
 
 def extract_episodes(
@@ -236,9 +237,9 @@ def eta(seconds: float) -> str:
 
 
 def write_evals(path: Path, evals: list[tuple[int, np.ndarray]]) -> None:
-    """``evals.csv``: per evaluation point and seed, mean/min/max greedy return."""
+    """``evals.csv``: per evaluation point and run, mean/min/max greedy return."""
     with path.open("w") as f:
-        f.write("seed,env_step,mean_return,min_return,max_return\n")
+        f.write("run,env_step,mean_return,min_return,max_return\n")
         for env_step, returns in evals:
             for s in range(returns.shape[0]):
                 r = returns[s]

@@ -372,8 +372,8 @@ def test_env_spec_and_config_errors():
     assert resolve_backend(COUNTER_ID) == "gymnasium"
     with pytest.raises(ConfigError, match="Did you mean"):
         prepare(Config(env="CartPol-v0"))
-    with pytest.raises(ConfigError, match="num_seeds=2 is invalid: must be 1"):
-        gb.train(counter_config(num_seeds=2), None, progress=False)
+    with pytest.raises(ConfigError, match="prefill_episodes=3 is invalid: must be 0"):
+        gb.train(counter_config(prefill_episodes=3), None, progress=False)
 
 
 @pytest.mark.slow

@@ -180,7 +180,7 @@ CLI = [
 
 @pytest.mark.slow
 def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
     subprocess.run(
         [*CLI, "--out", str(tmp_path / "full")], env=env, check=True, capture_output=True
     )
@@ -197,13 +197,15 @@ def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_pat
         proc.communicate()
         return proc.returncode
 
-    # Ctrl-C after chunk 2: a checkpoint at its end, exit code 130.
+    # Ctrl-C after chunk 2 (it lands in chunk 2 or 3): a checkpoint at that chunk's end and
+    # exit code 130.
     assert run_until("chunk   2/6", signal.SIGINT, "--out", str(cut)) == 130
-    assert ckpt.saved_steps(cut) == [2_000]
-    # Resumed, saving every chunk, then killed -9 while chunk 5 runs or saves.
+    saved = ckpt.saved_steps(cut)
+    assert len(saved) == 1 and saved[0] in (2_000, 3_000), saved
+    # Resumed, saving every chunk, then killed -9 while chunk 5 or 6 runs or saves.
     argv = ["--resume", str(cut), "--checkpoint-every", "1"]
     assert run_until("chunk   4/6", signal.SIGKILL, *argv) == -signal.SIGKILL
-    assert ckpt.saved_steps(cut)[-1] >= 3_000  # chunk 3 saved; 4 may have been cut short
+    assert ckpt.saved_steps(cut)[-1] >= 3_000
     done = subprocess.run([*CLI, "--resume", str(cut)], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("episodes.csv", "evals.csv"):

@@ -68,13 +68,6 @@ def _check_fields(config) -> None:
     """Refuse what ``config.backend`` cannot honour."""
     if config.backend == "gymnasium":
         host = "with backend='gymnasium'"
-        if config.num_seeds != 1:
-            _refuse(
-                "num_seeds",
-                config.num_seeds,
-                f"must be 1 {host} (one host environment loop per run; run several processes "
-                "for several seeds)",
-            )
         if config.prefill_episodes:
             _refuse("prefill_episodes", config.prefill_episodes, f"must be 0 {host}")
         if config.probe_states:

@@ -1,0 +1,67 @@
+"""Several seeds in one host-loop process (``--num-seeds S`` on the Gymnasium backend): one
+vector env of ``S * num_envs`` environments and the learners vmapped in every program, each
+seed exactly the run it would be alone."""
+
+import jax
+import numpy as np
+import pytest
+
+from dqn_jax import host_loop as gb
+from dqn_jax.config import Config
+
+BASE = dict(
+    env="CartPole-v1",
+    backend="gymnasium",
+    total_steps=1_600,
+    num_envs=2,
+    train_every=2,
+    learning_starts=400,
+    batch_size=16,
+    buffer_size=1_000,
+    num_chunks=2,
+    eval_episodes=3,
+    hidden_sizes=(16,),
+    target_period=100,
+)
+QUIET = dict(progress=False, echo=lambda s: None)
+
+
+def assert_seed_is_its_own_run(multi, s: int, one, exact: bool) -> None:
+    """Same episodes and evaluations; the same state bits (``exact``) or the same to float
+    rounding (a vmapped update may round differently in the last bits)."""
+    np.testing.assert_array_equal(multi.episodes[s], one.episodes[0])
+    np.testing.assert_array_equal(multi.eval_returns[s], one.eval_returns[0])
+    flat = jax.tree_util.tree_flatten_with_path(multi.state)[0]
+    for (path, x), y in zip(flat, jax.tree.leaves(one.state), strict=True):
+        x, y, name = np.asarray(x)[s], np.asarray(y)[0], jax.tree_util.keystr(path)
+        if name == ".stats" or (not exact and np.issubdtype(x.dtype, np.floating)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+@pytest.mark.parametrize("variant", ["ddqn", "rainbow"])  # rainbow: noisy acting keys per seed
+def test_each_of_three_seeds_in_one_process_is_the_single_seed_run(variant, tmp_path):
+    config = Config(**BASE, variant=variant)
+    multi = gb.train(config.replace(num_seeds=3, seed=5), tmp_path / "multi", **QUIET)
+    assert multi.summary["seeds"] == [5, 6, 7]
+    assert multi.summary["total_env_steps"] == 3 * config.total_steps
+    assert multi.eval_returns.shape == (3, 3)
+    for s in range(3):
+        one = gb.train(config.replace(seed=5 + s), None, **QUIET)
+        assert_seed_is_its_own_run(multi, s, one, exact=variant == "ddqn")
+    # independent seeds: different episodes
+    assert not np.array_equal(multi.episodes[0][:20], multi.episodes[1][:20])
+    rows = np.loadtxt(tmp_path / "multi" / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert sorted(set(rows[:, 0].astype(int))) == [0, 1, 2]  # the run column
+
+
+def test_several_seeds_resume_bit_identically(tmp_path):
+    config = Config(**{**BASE, "num_chunks": 4}, num_seeds=2)
+    full = gb.train(config, tmp_path / "full", checkpoint_every=0, **QUIET)
+    gb.train(config, tmp_path / "cut", stop_after_chunks=2, **QUIET)
+    resumed = gb.train(config, tmp_path / "cut", resume=True, **QUIET)
+    for name in ("episodes.csv", "evals.csv"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
+    for x, y in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
