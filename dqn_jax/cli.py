@@ -335,10 +335,12 @@ def cmd_eval(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.episodes is not None and args.episodes < 1:
         raise SystemExit("error: --episodes must be >= 1")
-    from dqn_jax.run import evaluate_checkpoint, load_config
+    from dqn_jax.config import load_run_config
 
-    if load_config(args.run_dir).backend != "jax":
-        raise SystemExit("error: dqn-jax eval supports runs of the JAX backend only")
+    if load_run_config(args.run_dir).backend == "gymnasium":
+        from dqn_jax.host_loop import evaluate_checkpoint
+    else:
+        from dqn_jax.run import evaluate_checkpoint
     evaluate_checkpoint(args.run_dir, args.episodes, args.checkpoint)
     return 0
 

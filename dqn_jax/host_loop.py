@@ -676,6 +676,31 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     )
 
 
+def evaluate_checkpoint(
+    run_dir: str | Path,
+    episodes: int | None = None,
+    step: int | None = None,
+    *,
+    echo: Callable[[str], Any] = print,
+) -> dict:
+    """:func:`dqn_jax.run.evaluate_checkpoint` for a Gymnasium-backend run: each seed's
+    parameters of checkpoint ``step`` (default: the latest readable) evaluated on its own
+    evaluation stream; writes and returns ``RUN_DIR/eval_<step>.json``."""
+    out = Path(run_dir)
+    config = run.load_config(out)
+    config = config.replace(eval_episodes=episodes or config.eval_episodes or 10)
+    agent = make_host_agent(config)
+    device = jax.devices()[0]
+    target = ckpt.abstract_state(checkpoint_shapes(agent), SingleDeviceSharding(device))
+    try:
+        restored = ckpt.restore(out, target, step, echo=echo)
+    except ckpt.CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+    seeds = [config.seed + i for i in range(config.num_seeds)]
+    returns = evaluate_params(agent, restored.state["agent"].learner.params, seeds)
+    return run.write_eval(out, restored.step, seeds, returns, echo)
+
+
 def by_seed(x: np.ndarray, config: Config) -> np.ndarray:
     """``[T, S * N]`` (all seeds' environments, seed-major) as ``[S, T, N]``."""
     return x.reshape(x.shape[0], config.num_seeds, config.num_envs).swapaxes(0, 1)
@@ -684,12 +709,18 @@ def by_seed(x: np.ndarray, config: Config) -> np.ndarray:
 def evaluate_seeds(agent: HostAgent, loop: Loop) -> np.ndarray:
     """``f32[S, eval_episodes]``: :func:`evaluate` of each seed's parameters on its own
     evaluation stream."""
-    config, params = agent.config, loop.state.learner.params
-    one = [params] if config.num_seeds == 1 else list(params)
+    return evaluate_params(agent, loop.state.learner.params, loop.seeds)
+
+
+def evaluate_params(agent: HostAgent, params: jax.Array, seeds: list[int]) -> np.ndarray:
+    """``f32[S, eval_episodes]``: :func:`evaluate` of ``params [P]`` (one seed) or
+    ``[S, P]``, seed ``seeds[s]``'s on its own evaluation stream."""
+    config = agent.config
+    per_seed = [params] if config.num_seeds == 1 else list(params)
     return np.stack(
         [
             evaluate(agent, p, config.eval_episodes, seed, config.eval_epsilon)
-            for p, seed in zip(one, loop.seeds, strict=True)
+            for p, seed in zip(per_seed, seeds, strict=True)
         ]
     )
 

@@ -549,19 +549,25 @@ def evaluate_checkpoint(
     evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
     keys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
     returns = np.asarray(jax.device_get(evaluate(restored.state.agent.learner.params, keys)))
+    seeds = run_seeds(config, trainer.seeds_per_point).tolist()
+    return write_eval(out, restored.step, seeds, returns, echo)
+
+
+def write_eval(out: Path, step: int, seeds: list[int], returns: np.ndarray, echo) -> dict:
+    """Write and echo ``RUN_DIR/eval_<step>.json`` of ``returns f32[runs, episodes]``."""
     result = {
-        "step": restored.step,
-        "episodes": config.eval_episodes,
-        "seeds": run_seeds(config, trainer.seeds_per_point).tolist(),
+        "step": step,
+        "episodes": returns.shape[1],
+        "seeds": seeds,
         "mean_return_per_seed": [float(r.mean()) for r in returns],
         "mean_return": float(returns.mean()),
         "returns": returns.tolist(),
     }
-    report.write_json(out / f"eval_{restored.step}.json", result)
-    for seed, r in zip(result["seeds"], returns, strict=True):
+    path = out / f"eval_{step}.json"
+    report.write_json(path, result)
+    for seed, r in zip(seeds, returns, strict=True):
         echo(f"seed {seed}: mean {r.mean():.1f} [{r.min():g}, {r.max():g}] over {len(r)} episodes")
-    path = out / f"eval_{restored.step}.json"
-    echo(f"step {restored.step}: mean greedy return {returns.mean():.2f} -> {path}")
+    echo(f"step {step}: mean greedy return {returns.mean():.2f} -> {path}")
     return result
 
 

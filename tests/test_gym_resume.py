@@ -239,3 +239,13 @@ def test_an_unsaveable_env_resumes_with_new_episodes_and_everything_else_kept(
     # Only episodes started after the resume: their lengths fit in the steps since then.
     assert len(after) > 5 and after[:, 3].sum() <= CARTPOLE.total_steps - 1_000
     assert not np.array_equal(after, full[full[:, 2] > 1_000])
+
+
+def test_eval_of_a_gymnasium_checkpoint_matches_the_runs_final_evaluation(uninterrupted, capsys):
+    from dqn_jax.cli import main
+
+    full_dir, full = uninterrupted
+    assert main(["eval", str(full_dir)]) == 0
+    result = json.loads((full_dir / "eval_2000.json").read_text())
+    np.testing.assert_array_equal(result["returns"], full.eval_returns)
+    assert result["seeds"] == [0] and "seed 0: mean" in capsys.readouterr().out

@@ -40,7 +40,9 @@ def assert_seed_is_its_own_run(multi, s: int, one, exact: bool) -> None:
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-@pytest.mark.parametrize("variant", ["ddqn", "rainbow"])  # rainbow: noisy acting keys per seed
+@pytest.mark.parametrize(  # rainbow: noisy acting keys per seed
+    "variant", ["ddqn", pytest.param("rainbow", marks=pytest.mark.slow)]
+)
 def test_each_of_three_seeds_in_one_process_is_the_single_seed_run(variant, tmp_path):
     config = Config(**BASE, variant=variant)
     multi = gb.train(config.replace(num_seeds=3, seed=5), tmp_path / "multi", **QUIET)
@@ -65,3 +67,13 @@ def test_several_seeds_resume_bit_identically(tmp_path):
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
     for x, y in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_eval_of_a_several_seed_checkpoint_evaluates_each_seed(tmp_path):
+    from dqn_jax.host_loop import evaluate_checkpoint
+
+    config = Config(**BASE, num_seeds=2, seed=3)
+    run = gb.train(config, tmp_path, **QUIET)
+    result = evaluate_checkpoint(tmp_path, echo=lambda s: None)
+    assert result["seeds"] == [3, 4] and result["step"] == config.total_steps
+    np.testing.assert_array_equal(result["returns"], run.eval_returns)
