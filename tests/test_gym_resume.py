@@ -214,6 +214,7 @@ def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_pat
     assert summary[0]["final_eval_return_per_seed"] == summary[1]["final_eval_return_per_seed"]
 
 
+@pytest.mark.slow
 def test_an_unsaveable_env_resumes_with_new_episodes_and_everything_else_kept(
     uninterrupted, tmp_path, monkeypatch
 ):

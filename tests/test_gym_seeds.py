@@ -43,21 +43,22 @@ def assert_seed_is_its_own_run(multi, s: int, one, exact: bool) -> None:
 @pytest.mark.parametrize(  # rainbow: noisy acting keys per seed
     "variant", ["ddqn", pytest.param("rainbow", marks=pytest.mark.slow)]
 )
-def test_each_of_three_seeds_in_one_process_is_the_single_seed_run(variant, tmp_path):
+def test_each_of_two_seeds_in_one_process_is_the_single_seed_run(variant, tmp_path):
     config = Config(**BASE, variant=variant)
-    multi = gb.train(config.replace(num_seeds=3, seed=5), tmp_path / "multi", **QUIET)
-    assert multi.summary["seeds"] == [5, 6, 7]
-    assert multi.summary["total_env_steps"] == 3 * config.total_steps
-    assert multi.eval_returns.shape == (3, 3)
-    for s in range(3):
+    multi = gb.train(config.replace(num_seeds=2, seed=5), tmp_path / "multi", **QUIET)
+    assert multi.summary["seeds"] == [5, 6]
+    assert multi.summary["total_env_steps"] == 2 * config.total_steps
+    assert multi.eval_returns.shape == (2, 3)
+    for s in range(2):
         one = gb.train(config.replace(seed=5 + s), None, **QUIET)
         assert_seed_is_its_own_run(multi, s, one, exact=variant == "ddqn")
     # independent seeds: different episodes
     assert not np.array_equal(multi.episodes[0][:20], multi.episodes[1][:20])
     rows = np.loadtxt(tmp_path / "multi" / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
-    assert sorted(set(rows[:, 0].astype(int))) == [0, 1, 2]  # the run column
+    assert sorted(set(rows[:, 0].astype(int))) == [0, 1]  # the run column
 
 
+@pytest.mark.slow
 def test_several_seeds_resume_bit_identically(tmp_path):
     config = Config(**{**BASE, "num_chunks": 4}, num_seeds=2)
     full = gb.train(config, tmp_path / "full", checkpoint_every=0, **QUIET)
