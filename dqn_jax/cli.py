@@ -430,6 +430,60 @@ def tune_for_host_loop(argv: list[str]) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {HOST_LOOP_XLA_FLAG}".strip()
 
 
+COMPILE_CACHE_ENV = "DQN_JAX_COMPILE_CACHE"
+"""A directory for JAX's persistent compilation cache, or ``off``."""
+
+
+def compile_cache(argv: list[str], environ=os.environ) -> tuple[list[str], Path | None]:
+    """``argv`` without ``--compile-cache DIR`` / ``--no-compile-cache``, and the directory of
+    JAX's persistent compilation cache for this command (None: off).
+
+    In order: ``--no-compile-cache`` (off); ``--compile-cache DIR``; the environment variable
+    ``DQN_JAX_COMPILE_CACHE`` (a directory, or ``off``/``0``/``none``); a
+    ``JAX_COMPILATION_CACHE_DIR`` the user set (kept); else ``$XDG_CACHE_HOME/dqn-jax/jax`` (by
+    default ``~/.cache/dqn-jax/jax``). An identical second run then loads its programs from
+    the cache instead of compiling them.
+    """
+    rest, flag, off = [], None, False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--no-compile-cache":
+            off = True
+        elif arg == "--compile-cache":
+            if i + 1 >= len(argv):
+                fail("--compile-cache needs a directory")
+            flag, i = argv[i + 1], i + 1
+        elif arg.startswith("--compile-cache="):
+            flag = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    if off:
+        return rest, None
+    if flag is not None:
+        return rest, Path(flag).expanduser()
+    value = environ.get(COMPILE_CACHE_ENV)
+    if value is not None:
+        off_words = ("", "0", "off", "none", "false", "no")
+        return rest, None if value.strip().lower() in off_words else Path(value).expanduser()
+    if environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return rest, Path(environ["JAX_COMPILATION_CACHE_DIR"])
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return rest, Path(base) / "dqn-jax" / "jax"
+
+
+def use_compile_cache(path: Path | None) -> None:
+    """Point JAX's persistent compilation cache at ``path`` (every program, however quick to
+    compile), through the environment variables JAX reads when it starts; nothing if ``path``
+    is None or JAX already runs."""
+    if path is None or "jax" in sys.modules:
+        return
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
 def _saved_num_seeds(run_dir: Path) -> int | None:
     """``num_seeds`` of the run in ``run_dir`` (read without starting JAX), if readable."""
     import json
@@ -443,6 +497,12 @@ def _saved_num_seeds(run_dir: Path) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dqn-jax`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, cache = compile_cache(argv)
+    except SystemExit as exit_:
+        print(exit_.code, file=sys.stderr)
+        return 2
+    use_compile_cache(cache)
     if not argv or argv[0] not in ("sweep", "eval", "plot", "presets"):  # train
         tune_for_host_loop(argv)
     if HOST_LOOP_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):  # the host loop: one device
@@ -455,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  eval     dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]")
         print("  plot     dqn-jax plot RUN_DIR: redraw the figures from the saved CSV files")
         print("  presets  list the named presets")
+        print("\n  --compile-cache DIR / --no-compile-cache (any command): JAX's persistent")
+        print(f"  compilation cache (default $XDG_CACHE_HOME/dqn-jax/jax; or {COMPILE_CACHE_ENV})")
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     handlers = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "plot": cmd_plot}

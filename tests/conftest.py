@@ -26,3 +26,8 @@ def compilation_cache(tmp_path_factory):
     for name, value in before.items():
         jax.config.update(name, value)
     cc.reset_cache()
+
+
+# CLI processes the tests start write no persistent compilation cache into the user's home
+# (the cache's own test turns it on in a temporary directory).
+os.environ.setdefault("DQN_JAX_COMPILE_CACHE", "off")

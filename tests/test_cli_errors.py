@@ -3,6 +3,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -150,3 +151,42 @@ def test_random_flags_give_a_config_or_a_one_line_error_never_an_exception(pairs
     if "unrecognized arguments" in message:
         named = message.split("unrecognized arguments: ", 1)[1]
         assert named.split(" (see")[0].strip(" ,"), message  # names what it did not recognize
+
+
+def test_compile_cache_flags_and_environment_pick_the_directory(tmp_path):
+    from dqn_jax.cli import compile_cache
+
+    home = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert compile_cache(["train", "--lr", "1"], home) == (
+        ["train", "--lr", "1"],
+        tmp_path / "dqn-jax" / "jax",
+    )
+    assert compile_cache(["--no-compile-cache", "train"], home) == (["train"], None)
+    assert compile_cache(["train", "--compile-cache", "/x/y"], home)[1] == Path("/x/y")
+    assert compile_cache(["train", "--compile-cache=/z"], home)[1] == Path("/z")
+    assert compile_cache(["train"], {**home, "DQN_JAX_COMPILE_CACHE": "off"})[1] is None
+    assert compile_cache(["train"], {**home, "DQN_JAX_COMPILE_CACHE": "/c"})[1] == Path("/c")
+    assert compile_cache(["train"], {"JAX_COMPILATION_CACHE_DIR": "/j"})[1] == Path("/j")
+    with pytest.raises(SystemExit, match="--compile-cache needs a directory"):
+        compile_cache(["train", "--compile-cache"], home)
+
+
+@pytest.mark.slow
+def test_a_second_identical_cli_run_loads_its_programs_from_the_cache(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "dqn_jax.cli", "train", "--total-steps", "2000"]
+    argv += ["--learning-starts", "500", "--num-chunks", "2", "--no-progress"]
+    env = {**__import__("os").environ, "DQN_JAX_COMPILE_CACHE": str(cache)}
+    subprocess.run([*argv, "--out", str(tmp_path / "a")], env=env, check=True, capture_output=True)
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "the first run wrote no cache entries"
+    env_off = {**env, "DQN_JAX_COMPILE_CACHE": "off"}
+    subprocess.run([*argv, "--out", str(tmp_path / "b")], env=env_off, check=True)
+    assert sorted(p.name for p in cache.iterdir()) == entries  # off: nothing written
+    subprocess.run([*argv, "--out", str(tmp_path / "c")], env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in cache.iterdir()) == entries  # all hits: nothing new
+    episodes = [(tmp_path / d / "episodes.csv").read_bytes() for d in "abc"]
+    assert episodes[0] == episodes[1] == episodes[2]  # cached programs compute the same
