@@ -1,28 +1,32 @@
-"""Wall time of the ``cleanrl-c51-cartpole`` preset next to CleanRL's ``c51_jax.py``, both run
-on this machine in one invocation, each as its own process timed whole.
+"""Wall time of a CleanRL preset next to CleanRL's own script, both run on this machine in one
+invocation, each as its own process timed whole: ``--algo dqn`` (the ``cleanrl-cartpole``
+preset against ``dqn_jax.py``, what ``benchmarks/gymnasium_throughput.py`` runs) or ``--algo
+c51`` (``cleanrl-c51-cartpole`` against ``c51_jax.py``).
 
-    python benchmarks/cleanrl_c51.py --cleanrl-python PATH --cleanrl-dir PATH
-                                     [--total-steps N] [--repeats R] [--cleanrl-host-tuning]
-                                     [--ours-backend gymnasium|jax]
+    python benchmarks/cleanrl.py --algo dqn|c51 --cleanrl-python PATH --cleanrl-dir PATH
+                                 [--total-steps N] [--repeats R] [--cleanrl-host-tuning]
+                                 [--ours-backend gymnasium|jax]
 
 ``--cleanrl-python``: the Python of a venv with CleanRL's dependencies (jax, flax, optax, gymnasium
 0.29, tyro, torch for its tensorboard writer and replay buffer); ``--cleanrl-dir``: the folder with
-``c51_jax.py`` and ``cleanrl_utils/buffers.py`` (``../shared/peers/setup.sh`` makes both).
+``dqn_jax.py``/``c51_jax.py`` and ``cleanrl_utils/buffers.py`` (``../shared/peers/setup.sh`` in
+the project's shared folder makes both).
 Nothing of CleanRL is imported here.
 
 Per repeat, one after the other:
 
-- ``ours``: ``dqn-jax train --preset cleanrl-c51-cartpole --no-progress --out TMP`` (the CLI gives
+- ``ours``: ``dqn-jax train --preset PRESET --no-progress --out TMP`` (the CLI gives
   the gymnasium host loop its own JAX/XLA settings; ``--ours-backend jax`` adds ``--backend jax``:
   gymnax's CartPole-v1, the same dynamics, in one compiled program). With ``--total-steps N`` it
   also gets ``--eps-duration N/2``: CleanRL's epsilon reaches its end at half of
   ``--total-timesteps`` (``exploration_fraction`` 0.5), the preset's 250,000 is half of 500,000.
   Its wall includes the 10 greedy evaluation episodes at the end (CleanRL does none).
-- ``CleanRL``: ``c51_jax.py [--total-timesteps N]`` with its defaults, run from a temporary
-  working directory (its ``runs/`` tensorboard files go there), through a few-line launcher that,
-  only where this JAX has dropped them, accepts the ``a_min=``/``a_max=`` keywords its
-  ``jnp.clip`` calls use (same results; without it the script fails at its first update). Its
-  process gets the same environment as ours; ``--cleanrl-host-tuning`` also gives it the settings
+- ``CleanRL``: ``dqn_jax.py``/``c51_jax.py [--total-timesteps N]`` with its defaults, run from a
+  temporary working directory (its ``runs/`` tensorboard files go there), through a few-line
+  launcher that, only where this JAX has dropped them, accepts the ``a_min=``/``a_max=``
+  keywords its ``jnp.clip`` calls use (same results; without it the script fails at its first
+  update). Its process gets the same environment as ours; ``--cleanrl-host-tuning`` also gives
+  it the settings
   ``dqn-jax train`` uses for the host loop (``XLA_FLAGS`` scheduler flag, no CPU async dispatch).
 
 Columns: ``wall s`` is the whole process (interpreter start, imports, compiles, the run, for ours
@@ -58,7 +62,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-PRESET = "cleanrl-c51-cartpole"
+ALGOS = {"dqn": ("cleanrl-cartpole", "dqn_jax.py"), "c51": ("cleanrl-c51-cartpole", "c51_jax.py")}
+"""``--algo``: (our preset, CleanRL's script); both presets are that script's default work."""
 PRESET_STEPS = 500_000
 HOST_LOOP_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"  # dqn_jax.cli's
 
@@ -103,10 +108,12 @@ def git_blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def dqn_jax_command(out: Path, total_steps: int | None, backend: str = "gymnasium") -> list[str]:
+def dqn_jax_command(
+    preset: str, out: Path, total_steps: int | None, backend: str = "gymnasium"
+) -> list[str]:
     exe = Path(sys.executable).with_name("dqn-jax")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dqn_jax.cli"]
-    cmd += ["train", "--preset", PRESET, "--no-progress", "--out", str(out)]
+    cmd += ["train", "--preset", preset, "--no-progress", "--out", str(out)]
     if backend != "gymnasium":  # the preset's own
         cmd += ["--backend", backend]
     if total_steps is not None and total_steps != PRESET_STEPS:
@@ -134,7 +141,7 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 def ours_row(run_dir: Path, wall: float, steps: int) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     with (run_dir / "episodes.csv").open() as f:
-        returns = [float(r["return"]) for r in csv.DictReader(f) if r["seed"] == "0"]
+        returns = [float(r["return"]) for r in csv.DictReader(f) if r["run"] == "0"]
     greedy = s.get("final_eval_return_mean")
     return {
         "side": "ours",
@@ -173,10 +180,11 @@ def cleanrl_versions(python: str) -> str:
     return out.stdout.strip() or f"(versions unreadable: {out.stderr.strip()[-200:]})"
 
 
-def main() -> None:
+def main(default_algo: str | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algo", choices=sorted(ALGOS), default=default_algo, required=not default_algo)
     p.add_argument("--cleanrl-python", required=True, help="Python of CleanRL's venv")
-    p.add_argument("--cleanrl-dir", required=True, type=Path, help="folder with c51_jax.py")
+    p.add_argument("--cleanrl-dir", required=True, type=Path, help="folder with CleanRL's script")
     p.add_argument("--total-steps", type=int, default=None, help=f"default: {PRESET_STEPS:,}")
     p.add_argument("--repeats", type=int, default=1, help="ours, CleanRL, ours, CleanRL, ...")
     p.add_argument(
@@ -192,16 +200,17 @@ def main() -> None:
         help="also give CleanRL dqn-jax's host-loop JAX/XLA settings",
     )
     args = p.parse_args()
-    script = args.cleanrl_dir.resolve() / "c51_jax.py"
+    preset, name = ALGOS[args.algo]
+    script = args.cleanrl_dir.resolve() / name
     if not script.exists():
-        raise SystemExit(f"error: no c51_jax.py in {args.cleanrl_dir}")
+        raise SystemExit(f"error: no {name} in {args.cleanrl_dir}")
     if args.total_steps is not None and (args.total_steps < 10 or args.total_steps % 10):
         raise SystemExit("error: --total-steps must be a positive multiple of 10 (train every 10)")
     steps = args.total_steps or PRESET_STEPS
 
     from common import header
 
-    print(header(f"dqn-jax {PRESET} vs CleanRL c51_jax.py, {steps:,} env steps, whole processes"))
+    print(header(f"dqn-jax {preset} vs CleanRL {name}, {steps:,} env steps, whole processes"))
     print(f"CleanRL: {script} (git blob {git_blob_id(script)[:12]})")
     print(f"CleanRL venv: {args.cleanrl_python}: {cleanrl_versions(args.cleanrl_python)}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine may be shared)\n")
@@ -214,11 +223,11 @@ def main() -> None:
         cleanrl_env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {HOST_LOOP_XLA_FLAG}".strip()
 
     rows, ratios, commands = [], [], {}
-    with tempfile.TemporaryDirectory(prefix="cleanrl_c51_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cleanrl_") as tmp:
         tmp = Path(tmp)
         for r in range(1, args.repeats + 1):
             run_dir = tmp / f"ours-{r}"
-            cmd = dqn_jax_command(run_dir, args.total_steps, args.ours_backend)
+            cmd = dqn_jax_command(preset, run_dir, args.total_steps, args.ours_backend)
             commands["ours"] = cmd
             wall_ours, _ = timed(cmd, Path.cwd(), env)
             rows.append({"repeat": r, **ours_row(run_dir, wall_ours, steps)})
