@@ -243,12 +243,7 @@ def cmd_train(argv: list[str]) -> int:
         if options.checkpoint_every < 0:
             fail("--checkpoint-every must be >= 0")
         host_options["checkpoint_every"] = options.checkpoint_every
-    if config.backend == "gymnasium":
-        import jax
-
-        # One small jitted call per env step: synchronous dispatch is faster there
-        # (measured 6.6k vs 5.0k env steps/s on CartPole).
-        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    if config.backend == "gymnasium":  # main() tuned JAX for it (tune_for_host_loop)
         from dqn_jax.host_loop import train
     else:
         from dqn_jax.run import train
@@ -402,32 +397,55 @@ def use_cpu_cores(argv: list[str]) -> None:
 HOST_LOOP_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
-def tune_for_host_loop(argv: list[str]) -> None:
-    """For the gymnasium backend, schedule XLA:CPU programs for sequential execution.
-
-    Must run before JAX starts its backends. The host loop runs one small program per env step
-    or iteration; XLA's default CPU scheduler orders it for parallel execution, and the hand-offs
-    between its threads cost more than the work: the cleanrl-cartpole preset's iteration-end
-    program measured 305 against 400 us per call with this flag. Does nothing when the user set
-    the flag, or for the JAX backend.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
-        return
+def runs_host_loop(argv: list[str]) -> bool:
+    """Whether ``dqn-jax train argv`` runs the gymnasium backend (from ``--backend``, ``--env``,
+    ``--preset`` or a resumed run's saved config), decided without starting JAX."""
     pre = Parser(add_help=False)
     pre.add_argument("--preset", default="default")
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env", default=None)
+    pre.add_argument("--resume", default=None)
     try:
         known, _ = pre.parse_known_args(argv)
     except SystemExit:  # a malformed flag: the command's own parser reports it
-        return
+        return False
+    if known.backend is None and known.env is None and known.resume is not None:
+        from dqn_jax.config import read_run_config
+
+        try:
+            return read_run_config(known.resume).get("backend") == "gymnasium"
+        except ConfigError:
+            return False
     preset = PRESETS.get(known.preset, {})
     from dqn_jax.envs import resolve_backend
 
     env = known.env or preset.get("env", "CartPole-v1")
-    if resolve_backend(env, known.backend or preset.get("backend", "auto")) == "gymnasium":
+    try:
+        return resolve_backend(env, known.backend or preset.get("backend", "auto")) == "gymnasium"
+    except (ConfigError, ValueError):
+        return False
+
+
+def tune_for_host_loop() -> None:
+    """Settings for the gymnasium backend's host loop, which runs one small program per env
+    step or iteration. Must run before JAX starts its backends (importing gymnax starts
+    them), so only when JAX is not yet imported (never inside a process that already runs it,
+    such as a test calling :func:`main`):
+
+    - XLA:CPU programs scheduled for sequential execution: XLA's default CPU scheduler orders
+      them for parallel execution, and the hand-offs between its threads cost more than the
+      work (the cleanrl-cartpole preset's iteration-end program measured 305 against 400 us
+      per call). Not when the user set the flag.
+    - JAX's CPU async dispatch off: a small program then runs on the calling thread.
+    """
+    if "jax" in sys.modules:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {HOST_LOOP_XLA_FLAG}".strip()
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 COMPILE_CACHE_ENV = "DQN_JAX_COMPILE_CACHE"
@@ -503,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exit_.code, file=sys.stderr)
         return 2
     use_compile_cache(cache)
-    if not argv or argv[0] not in ("sweep", "eval", "plot", "presets"):  # train
-        tune_for_host_loop(argv)
-    if HOST_LOOP_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):  # the host loop: one device
+    train = not argv or argv[0] not in ("sweep", "eval", "plot", "presets")
+    if train and runs_host_loop(argv):
+        tune_for_host_loop()
+    else:  # the host loop runs on one device
         use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
         print("usage: dqn-jax [train|sweep|eval|plot|presets] [flags]   (no command = train)\n")

@@ -190,3 +190,18 @@ def test_a_second_identical_cli_run_loads_its_programs_from_the_cache(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == entries  # all hits: nothing new
     episodes = [(tmp_path / d / "episodes.csv").read_bytes() for d in "abc"]
     assert episodes[0] == episodes[1] == episodes[2]  # cached programs compute the same
+
+
+def test_the_host_loop_is_recognised_before_jax_starts(tmp_path):
+    from dqn_jax.cli import runs_host_loop
+
+    assert runs_host_loop(["--preset", "cleanrl-cartpole"])
+    assert runs_host_loop(["--env", "CartPole-v1", "--backend", "gymnasium"])
+    assert runs_host_loop(["--env", "ALE/Pong-v5"])
+    assert not runs_host_loop(["--env", "CartPole-v1"])  # gymnax has it: the JAX backend
+    assert not runs_host_loop(["--env"])  # malformed: the parser reports it later
+    saved = tmp_path / "run"
+    saved.mkdir()
+    (saved / "config.json").write_text(json.dumps(Config(backend="gymnasium").to_dict()))
+    assert runs_host_loop(["--resume", str(saved)])  # from the saved config
+    assert not runs_host_loop(["--resume", str(tmp_path / "missing")])
