@@ -14,3 +14,18 @@ SMALL = dict(
     hidden_sizes=(16,),
     target_period=100,
 )
+
+
+def assert_same_files(dir_a, dir_b):
+    """Two run directories hold the same episodes.csv, evals.csv and metrics.jsonl records
+    (wall times aside)."""
+    import json
+
+    for name in ("episodes.csv", "evals.csv"):
+        assert (dir_a / name).read_bytes() == (dir_b / name).read_bytes(), name
+
+    def records(d):  # wall times differ, nothing else may
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
+
+    assert records(dir_a) == records(dir_b)

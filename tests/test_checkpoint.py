@@ -8,7 +8,7 @@ import types
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL
+from helpers import SMALL, assert_same_files
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax.cli import main
@@ -31,17 +31,6 @@ def assert_same_state(a, b):
         jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
-
-
-def assert_same_files(dir_a, dir_b):
-    for name in ("episodes.csv", "evals.csv"):
-        assert (dir_a / name).read_bytes() == (dir_b / name).read_bytes(), name
-
-    def records(d):  # wall times differ, nothing else may
-        lines = (d / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
-
-    assert records(dir_a) == records(dir_b)
 
 
 @pytest.mark.slow

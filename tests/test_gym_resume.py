@@ -11,6 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import assert_same_files
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import host_loop as gb
@@ -37,14 +38,7 @@ QUIET = dict(progress=False, echo=lambda s: None)
 
 
 def assert_same_run(dir_a, dir_b, a, b):
-    for name in ("episodes.csv", "evals.csv"):
-        assert (dir_a / name).read_bytes() == (dir_b / name).read_bytes(), name
-
-    def records(d):  # wall times differ, nothing else may
-        lines = (d / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
-
-    assert records(dir_a) == records(dir_b)
+    assert_same_files(dir_a, dir_b)
     np.testing.assert_array_equal(a.eval_returns, b.eval_returns)
     for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -56,28 +50,34 @@ def uninterrupted(tmp_path_factory):
     return run_dir, gb.train(CARTPOLE, run_dir, checkpoint_every=0, **QUIET)
 
 
-def test_env_state_round_trip_steps_identically_across_episode_ends():
+def steps_identically_after_restore(env_id, n, num_actions, warm_up, steps, **kwargs) -> int:
+    """Step ``n`` envs ``warm_up`` random steps, restore their state into fresh envs reset on
+    other seeds (only the restored state may matter), then step both alike ``steps`` times
+    asserting identical outputs; returns how many episodes ended."""
     rng = np.random.default_rng(0)
-    a = gym_envs.make_vector_env("CartPole-v1", 3)
-    a.reset(seed=[1, 2, 3])
-    for _ in range(40):
-        a.step(rng.integers(2, size=3))
-    blob = gym_envs.save_env_state(a)
-    b = gym_envs.make_vector_env("CartPole-v1", 3)
-    b.reset(seed=[7, 8, 9])  # another stream: only the restored state may matter
-    gym_envs.restore_env_state(b, blob)
+    a = gym_envs.make_vector_env(env_id, n, **kwargs)
+    a.reset(seed=list(range(1, n + 1)))
+    for _ in range(warm_up):
+        a.step(rng.integers(num_actions, size=n))
+    b = gym_envs.make_vector_env(env_id, n, **kwargs)
+    b.reset(seed=list(range(100, 100 + n)))
+    gym_envs.restore_env_state(b, gym_envs.save_env_state(a))
     ends = 0
-    for _ in range(400):
-        actions = rng.integers(2, size=3)
+    for _ in range(steps):
+        actions = rng.integers(num_actions, size=n)
         out_a, out_b = a.step(actions), b.step(actions)
         for x, y in zip(out_a[:4], out_b[:4], strict=True):
             np.testing.assert_array_equal(x, y)
         ends += int(out_a[2].sum() + out_a[3].sum())
+    return ends
+
+
+def test_env_state_round_trip_steps_identically_across_episode_ends():
+    ends = steps_identically_after_restore("CartPole-v1", 3, 2, warm_up=40, steps=400)
     assert ends > 10  # autoresets (which draw from the restored RNG) were crossed
+    two, three = (gym_envs.make_vector_env("CartPole-v1", n) for n in (2, 3))
     with pytest.raises(ValueError, match="2 environments, not 3"):
-        gym_envs.restore_env_state(
-            b, gym_envs.save_env_state(gym_envs.make_vector_env("CartPole-v1", 2))
-        )
+        gym_envs.restore_env_state(three, gym_envs.save_env_state(two))
 
 
 def test_atari_env_state_round_trip_steps_identically_across_episode_ends():
@@ -88,21 +88,7 @@ def test_atari_env_state_round_trip_steps_identically_across_episode_ends():
         env="ALE/Breakout-v5", backend="gymnasium", network="nature_cnn", terminal_on_life_loss=True
     )
     kwargs = gym_envs.env_kwargs(config)
-    rng = np.random.default_rng(0)
-    a = gym_envs.make_vector_env(config.env, 2, **kwargs)
-    a.reset(seed=[1, 2])
-    for _ in range(20):
-        a.step(rng.integers(4, size=2))
-    b = gym_envs.make_vector_env(config.env, 2, **kwargs)
-    b.reset(seed=[5, 6])
-    gym_envs.restore_env_state(b, gym_envs.save_env_state(a))
-    ends = 0
-    for _ in range(300):
-        actions = rng.integers(4, size=2)
-        out_a, out_b = a.step(actions), b.step(actions)
-        for x, y in zip(out_a[:4], out_b[:4], strict=True):
-            np.testing.assert_array_equal(x, y)
-        ends += int(out_a[2].sum() + out_a[3].sum())
+    ends = steps_identically_after_restore(config.env, 2, 4, warm_up=20, steps=300, **kwargs)
     assert ends >= 4
 
 
