@@ -483,7 +483,7 @@ class Loop:
     def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int, echo=print):
         self.agent, self.programs, self.envs, self.echo = agent, programs, envs, echo
         config = agent.config
-        self.seeds = [seed + i for i in range(config.num_seeds)]  # as dqn_jax.run.run_seeds
+        self.seeds = run.run_seeds(config.replace(seed=seed)).tolist()
         self.unsaveable_warned = False
         self.obs, _ = envs.reset(seed=self.env_seeds(gym_envs.TRAIN_STREAM))
         keys = [jax.random.PRNGKey(s) for s in self.seeds]
@@ -696,7 +696,7 @@ def evaluate_checkpoint(
         restored = ckpt.restore(out, target, step, echo=echo)
     except ckpt.CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
-    seeds = [config.seed + i for i in range(config.num_seeds)]
+    seeds = run.run_seeds(config).tolist()
     returns = evaluate_params(agent, restored.state["agent"].learner.params, seeds)
     return run.write_eval(out, restored.step, seeds, returns, echo)
 
