@@ -409,7 +409,8 @@ def train(
     stop_after_chunks: int | None = None,
     tensorboard: bool = False,
 ):
-    """Run ``config`` (one seed) on Gymnasium environments; write the run directory if
+    """Run ``config`` (its ``num_seeds`` seeds in one vector env) on Gymnasium environments;
+    write the run directory if
     ``run_dir`` is given. Same files, checkpoints and options as :func:`dqn_jax.run.train`,
     written by the same reporter and checkpoint code; a checkpoint holds the device state, the
     host loop's values and the environments' whole state
@@ -418,13 +419,13 @@ def train(
     :class:`dqn_jax.run.TrainingInterrupted`.
 
     Returns a :class:`dqn_jax.report.RunResult`: ``state`` is the final
-    :class:`~dqn_jax.agent.AgentState` with a leading seed axis of 1 and the parameters
+    :class:`~dqn_jax.agent.AgentState` with a leading seed axis and the parameters
     unflattened (``state.learner.params`` and ``target_params`` are the network's pytrees;
-    the optimizer state stays flat); ``eval_returns`` is ``f32[1, eval_episodes]``.
+    the optimizer state stays flat); ``eval_returns`` is ``f32[num_seeds, eval_episodes]``.
     ``devices``: the first one runs the programs (default: JAX's default device). ``agent``
     overrides :func:`make_host_agent`. Raises :class:`dqn_jax.report.NonFiniteError` at the first
     chunk boundary where the loss or the parameters are NaN/inf; :class:`ConfigError` for a
-    field this backend cannot honour (``num_seeds != 1``, a prefill, probe states).
+    field this backend cannot honour (a prefill, probe states).
     """
     config, _ = prepare(config)
     agent = agent or make_host_agent(config)
@@ -483,12 +484,12 @@ class Loop:
     def __init__(self, agent: HostAgent, programs: Programs, envs, seed: int, echo=print):
         self.agent, self.programs, self.envs, self.echo = agent, programs, envs, echo
         config = agent.config
-        self.seeds = run.run_seeds(config.replace(seed=seed)).tolist()
+        config = config.replace(seed=seed)
+        self.seeds = run.run_seeds(config).tolist()
         self.unsaveable_warned = False
         self.obs, _ = envs.reset(seed=self.env_seeds(gym_envs.TRAIN_STREAM))
-        keys = [jax.random.PRNGKey(s) for s in self.seeds]
-        key = keys[0] if config.num_seeds == 1 else jnp.stack(keys)
-        state, first = jax.jit(agent.init)(key, self.obs)
+        keys = run.seed_keys(config)
+        state, first = jax.jit(agent.init)(keys[0] if config.num_seeds == 1 else keys, self.obs)
         self.state, self.actions, self.plan = state, np.asarray(first[0]), np.asarray(first[1:])
         total = envs.num_envs
         self.running = (np.zeros(total), np.zeros(total, np.int64))  # running episodes' stats
@@ -639,7 +640,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
             periodic = config.eval_every_chunks and chunk % config.eval_every_chunks == 0
             evaluation = None
             if config.eval_episodes and periodic and not is_last:
-                evaluation = evaluate_seeds(agent, loop)
+                evaluation = evaluate_params(agent, loop.state.learner.params, loop.seeds, config)
             seconds = time.perf_counter() - chunk_start
             reporter.chunk(chunk, env_step, window, stats, evaluation, seconds, size * n)
             stop = interrupted[0] or chunk == stop_after
@@ -652,7 +653,7 @@ def _run(agent: HostAgent, config: Config, envs, out, progress, echo, device, **
     reporter.bar.close()
     final_eval = np.zeros((0, 0), np.float32)
     if config.eval_episodes:
-        final_eval = evaluate_seeds(agent, loop)
+        final_eval = evaluate_params(agent, loop.state.learner.params, loop.seeds, config)
     jax.block_until_ready(loop.state)
     run_s = time.perf_counter() - run_start
     env_step = loop.vstep * n
@@ -697,7 +698,7 @@ def evaluate_checkpoint(
     except ckpt.CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     seeds = run.run_seeds(config).tolist()
-    returns = evaluate_params(agent, restored.state["agent"].learner.params, seeds)
+    returns = evaluate_params(agent, restored.state["agent"].learner.params, seeds, config)
     return run.write_eval(out, restored.step, seeds, returns, echo)
 
 
@@ -706,16 +707,12 @@ def by_seed(x: np.ndarray, config: Config) -> np.ndarray:
     return x.reshape(x.shape[0], config.num_seeds, config.num_envs).swapaxes(0, 1)
 
 
-def evaluate_seeds(agent: HostAgent, loop: Loop) -> np.ndarray:
-    """``f32[S, eval_episodes]``: :func:`evaluate` of each seed's parameters on its own
-    evaluation stream."""
-    return evaluate_params(agent, loop.state.learner.params, loop.seeds)
-
-
-def evaluate_params(agent: HostAgent, params: jax.Array, seeds: list[int]) -> np.ndarray:
+def evaluate_params(
+    agent: HostAgent, params: jax.Array, seeds: list[int], config: Config
+) -> np.ndarray:
     """``f32[S, eval_episodes]``: :func:`evaluate` of ``params [P]`` (one seed) or
-    ``[S, P]``, seed ``seeds[s]``'s on its own evaluation stream."""
-    config = agent.config
+    ``[S, P]``, seed ``seeds[s]``'s on its own evaluation stream, with the run ``config``'s
+    ``eval_episodes`` and ``eval_epsilon`` (a shared agent's config may differ in those)."""
     per_seed = [params] if config.num_seeds == 1 else list(params)
     return np.stack(
         [

@@ -81,3 +81,12 @@ def test_eval_of_a_several_seed_checkpoint_evaluates_each_seed(tmp_path):
     result = evaluate_checkpoint(tmp_path, echo=lambda s: None)
     assert result["seeds"] == [3, 4] and result["step"] == config.total_steps
     np.testing.assert_array_equal(result["returns"], run.eval_returns)
+
+
+def test_a_shared_agent_evaluates_with_the_runs_own_episodes_and_epsilon():
+    config = Config(**BASE)
+    shared = gb.make_host_agent(config)  # built for eval_episodes=3, eval_epsilon=0
+    run = gb.train(config.replace(eval_episodes=5, eval_epsilon=1.0), None, agent=shared, **QUIET)
+    assert run.eval_returns.shape == (1, 5)
+    greedy = gb.train(config.replace(eval_episodes=5), None, agent=shared, **QUIET)
+    assert not np.array_equal(run.eval_returns, greedy.eval_returns)  # epsilon 1 acted randomly
