@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from dqn_jax import exploration, losses, rng
+from dqn_jax import exploration, losses, pqn, rng
 from dqn_jax.config import Config
 from dqn_jax.envs import EnvSpec
 from dqn_jax.exploration import act_from_plan, exploration_plan
@@ -74,6 +74,7 @@ SWEEPABLE = (
     "target_period",
     "per_beta0",
     "per_beta_final",
+    "q_lambda",
 )
 
 
@@ -92,8 +93,8 @@ class AgentState(NamedTuple):
     """Everything of one run the agent changes."""
 
     learner: Learner
-    replay: Any
-    returns: Any  # the returns accumulator's state (None for one-step returns)
+    replay: Any  # the replay's state (None for pqn, which learns from each rollout)
+    returns: Any  # the returns accumulator's state (None for one-step returns and pqn)
     plan: jax.Array  # i32[V, N]: this iteration's random action, or -1 = act greedily
     stats: jax.Array  # f32[4] since reset_stats: loss sum, Q sum, iterations learned, non-finite
     key: jax.Array
@@ -251,6 +252,7 @@ def make_agent(
         loss_fn = loss_fn or losses.LOSSES[config.loss]
         head = scalar_head(target_fn or variant.target_fn, loss_fn)
     head = head or make_head(config)
+    on_policy = variant.on_policy
     replay = replay or default_replay(config)
     if replay.n_step not in (1, config.n_step):
         raise ValueError(f"the replay builds {replay.n_step}-step returns; n_step={config.n_step}")
@@ -268,10 +270,23 @@ def make_agent(
     optimizer = make_optimizer(config.optimizer, config.max_grad_norm, config.adam_eps)
     update = make_update(apply_fn, optimizer, replay, head)
     total_updates = num_updates(config)
+    if on_policy:
+        rollout_update = pqn.make_rollout_update(
+            lambda params, obs: head.q_values(apply_fn(params, obs)),
+            losses.LOSSES[config.loss],
+            optimizer,
+            num_epochs=config.num_epochs,
+            num_minibatches=config.num_minibatches,
+            recompute=config.lambda_recompute,
+            total_updates=total_updates,
+            anneal=config.anneal_lr,
+        )
     n, upi, vspi = config.num_envs, config.updates_per_iteration, config.vector_steps_per_iteration
 
     def fresh_returns():
         """The returns accumulator's state before any step (example: one vector step)."""
+        if on_policy:
+            return None
         example = example_transition(example_obs[0])
         return returns.init(jax.tree.map(lambda x: jnp.zeros((n, *x.shape), x.dtype), example))
 
@@ -282,7 +297,7 @@ def make_agent(
             params, _ = ravel_pytree(params)
         return AgentState(
             learner=Learner(params, params, optimizer.init(params)),
-            replay=replay.init(example_transition(example_obs[0])),
+            replay=None if on_policy else replay.init(example_transition(example_obs[0])),
             returns=fresh_returns(),
             plan=jnp.zeros((vspi, n), jnp.int32),
             stats=jnp.zeros((4,), jnp.float32),
@@ -314,6 +329,8 @@ def make_agent(
 
     def to_transitions(steps: EnvSteps, hyper: dict) -> Transition:
         reward = jnp.sign(steps.reward) if config.clip_rewards else steps.reward
+        if config.reward_scale != 1.0:
+            reward = reward * config.reward_scale
         discount = hp(config, hyper, "gamma") * (1.0 - steps.terminated.astype(jnp.float32))
         last = steps.done.astype(jnp.float32)
         return Transition(steps.obs, steps.action, reward, discount, steps.next_obs, last)
@@ -364,15 +381,30 @@ def make_agent(
             (state.learner, state.replay),
             (jnp.stack(update_keys), first_index + jnp.arange(upi)),
         )
-        bad = jnp.sum(~jnp.isfinite(metrics.loss)).astype(jnp.float32)
-        stats = state.stats + jnp.stack([metrics.loss.mean(), metrics.q_mean.mean(), 1.0, bad])
+        stats = accumulate(state.stats, metrics)
         return state._replace(learner=learner, replay=replay_state, key=key, stats=stats)
+
+    def learn_rollout(state: AgentState, steps: EnvSteps, done_steps) -> AgentState:
+        """pqn: ``num_epochs x num_minibatches`` updates on the iteration's own transitions."""
+        hyper = state.hyper
+        key, k_update = rng.split(state.key)
+        learner, metrics = rollout_update(
+            state.learner,
+            to_transitions(steps, hyper),
+            k_update,
+            hp(config, hyper, "q_lambda"),
+            hp(config, hyper, "lr"),
+            first_update_index(config, done_steps),
+        )
+        return state._replace(learner=learner, key=key, stats=accumulate(state.stats, metrics))
 
     def end_iteration(state: AgentState, steps: EnvSteps, done_steps, learn_now, copy_now):
         """Store the iteration's steps, then learn if ``learn_now``, then update the target
         (``tau`` blend) if ``copy_now``; ``done_steps``: env steps done after the iteration."""
         if not trains:
             return state
+        if on_policy:
+            return maybe(learn_now, lambda s: learn_rollout(s, steps, done_steps), state)
         state = store(state, steps, done_steps // n - vspi)
         state = maybe(learn_now, lambda s: learn(s, done_steps), state)
         tau = hp(config, state.hyper, "tau")
@@ -397,6 +429,13 @@ def make_agent(
         unravel,
         stochastic,
     )
+
+
+def accumulate(stats: jax.Array, metrics) -> jax.Array:
+    """Chunk statistics ``f32[4]`` plus one learning iteration's ``metrics`` (``loss`` and
+    ``q_mean`` per update): loss sum, Q sum, iterations learned, non-finite losses."""
+    bad = jnp.sum(~jnp.isfinite(metrics.loss)).astype(jnp.float32)
+    return stats + jnp.stack([metrics.loss.mean(), metrics.q_mean.mean(), 1.0, bad])
 
 
 def with_key(network: nn.Module) -> Callable:

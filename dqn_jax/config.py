@@ -13,10 +13,20 @@ from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
 VariantName = Literal[
-    "random", "dqn_simple", "dqn", "ddqn", "ddqn_per", "c51", "qr_dqn", "iqn", "m_dqn", "rainbow"
+    "random",
+    "dqn_simple",
+    "dqn",
+    "ddqn",
+    "ddqn_per",
+    "c51",
+    "qr_dqn",
+    "iqn",
+    "m_dqn",
+    "rainbow",
+    "pqn",
 ]
-LossName = Literal["", "squared", "pseudo_huber", "huber"]
-Optimizer = Literal["adam", "rmsprop", "rmsprop_centered"]
+LossName = Literal["", "squared", "half_squared", "pseudo_huber", "huber"]
+Optimizer = Literal["adam", "rmsprop", "rmsprop_centered", "radam"]
 Exploration = Literal["", "linear", "exponential", "none"]
 InitScheme = Literal["lecun", "notebook"]
 PriorityRule = Literal["max", "td"]
@@ -51,9 +61,10 @@ class Config:
     """jax | gymnasium | auto (jax when ``env`` is a JAX environment id, else gymnasium;
     resolved by :func:`dqn_jax.envs.prepare` when a run starts)."""
     variant: VariantName = "ddqn"
-    """random | dqn_simple | dqn | ddqn | ddqn_per | c51 | qr_dqn | iqn | m_dqn | rainbow: the
-    head (scalar, categorical, quantile), its target, the replay and the target net
-    (:mod:`dqn_jax.variants`)."""
+    """random | dqn_simple | dqn | ddqn | ddqn_per | c51 | qr_dqn | iqn | m_dqn | rainbow | pqn:
+    the head (scalar, categorical, quantile), its target, the replay and the target net
+    (:mod:`dqn_jax.variants`); pqn learns from each iteration's rollout (no replay, no target
+    net: :mod:`dqn_jax.pqn`)."""
     seed: int = 0
     """Seed of the first run; run i of ``num_seeds`` uses seed ``seed + i``."""
     num_seeds: int = 1
@@ -72,18 +83,20 @@ class Config:
     learning_starts: int = 1_000
     """No gradient update before this many env steps (after any prefill)."""
     train_every: int = 1
-    """Env steps per gradient update (a multiple or a divisor of ``num_envs``)."""
+    """Env steps per gradient update (a multiple or a divisor of ``num_envs``); pqn: env steps
+    per rollout (``num_envs`` x the rollout's vector steps)."""
     prefill_episodes: int = 0
     """Episodes of a random agent stored in the replay before training (notebook: 10,000)."""
 
     gamma: float = 0.99
     """Discount in [0, 1]."""
     loss: LossName = ""
-    """squared | pseudo_huber | huber; empty = the variant's own."""
+    """squared | half_squared | pseudo_huber | huber; empty = the variant's own."""
     optimizer: Optimizer = "adam"
     """adam | rmsprop (TF1 RMSProp as in the notebook: decay 0.9, eps 1e-10, mean square
     accumulator starting at 1) | rmsprop_centered (Nature DQN's: gradient and squared-gradient
-    averages with decay 0.95, step ``g / sqrt(E[g^2] - E[g]^2 + 0.01)``)."""
+    averages with decay 0.95, step ``g / sqrt(E[g^2] - E[g]^2 + 0.01)``) | radam (Rectified
+    Adam, Liu et al. 2020: PQN's)."""
     lr: float = 1e-3
     """Learning rate (> 0)."""
     adam_eps: float = 1e-8
@@ -119,6 +132,8 @@ class Config:
     """Hidden layer widths of the Q-network MLP."""
     init_scheme: InitScheme = "lecun"
     """lecun (flax default) | notebook (weights uniform in [-1, 1])."""
+    layer_norm: bool = False
+    """MLP: LayerNorm after each hidden layer's dense, before its ReLU (PQN's network)."""
 
     n_step: int = 0
     """Transitions span up to this many steps (reward sum ``sum_k gamma**k r_k``, bootstrap
@@ -154,6 +169,15 @@ class Config:
     """m_dqn: scale of the log-policy bonus."""
     munchausen_clip: float = -1.0
     """m_dqn: lower clip l0 (< 0) of the scaled log-policy bonus."""
+    q_lambda: float = 0.65
+    """pqn: lambda in [0, 1] of the Q(lambda) returns (0 = one-step targets)."""
+    num_epochs: int = 1
+    """pqn: passes over each rollout."""
+    num_minibatches: int = 1
+    """pqn: minibatches per pass (each ``train_every / num_minibatches`` transitions)."""
+    lambda_recompute: bool = False
+    """pqn: recompute the Q(lambda) targets with the current parameters before each pass
+    (default: once per rollout, from the parameters that acted, as the paper does)."""
 
     per_alpha: float = 0.6
     """Prioritized replay: priority exponent (notebook 0.6)."""
@@ -168,6 +192,9 @@ class Config:
 
     clip_rewards: bool = False
     """Store ``sign(reward)`` in the replay (Nature DQN); episode returns stay raw scores."""
+    reward_scale: float = 1.0
+    """Rewards are learned from multiplied by this (> 0; after ``clip_rewards``); episode
+    returns stay raw (PQN's CartPole: 0.1)."""
     terminal_on_life_loss: bool = False
     """Atari (``ALE/...`` ids): a lost life ends the episode (Gymnasium's AtariPreprocessing
     option: the next episode starts from a full reset)."""
@@ -200,7 +227,9 @@ class Config:
     # Derived, static quantities of the loop structure.
     @property
     def updates_per_iteration(self) -> int:
-        """Gradient updates per loop iteration."""
+        """Gradient updates per loop iteration (pqn: ``num_epochs * num_minibatches``)."""
+        if self.variant == "pqn":
+            return self.num_epochs * self.num_minibatches
         return max(1, self.num_envs // self.train_every)
 
     @property
@@ -319,7 +348,8 @@ def validate(c: Config) -> None:
         )
     if c.num_chunks > c.num_iterations:
         _fail("num_chunks", c.num_chunks, f"must be <= the {c.num_iterations} loop iterations")
-    if c.learning_starts < c.batch_size and c.prefill_episodes == 0 and c.variant != "random":
+    replay_free = c.variant in ("random", "pqn")
+    if c.learning_starts < c.batch_size and c.prefill_episodes == 0 and not replay_free:
         _fail(
             "learning_starts",
             c.learning_starts,
@@ -399,6 +429,47 @@ def _check_variant_flags(c: Config) -> None:
     _in_range("munchausen_alpha", c.munchausen_alpha, 0.0, 1.0)
     if not c.munchausen_clip < 0:
         _fail("munchausen_clip", c.munchausen_clip, "must be < 0")
+    _check_pqn_flags(c)
+
+
+def _check_pqn_flags(c: Config) -> None:
+    """PQN's fields, and what PQN cannot combine with."""
+    _in_range("q_lambda", c.q_lambda, 0.0, 1.0)
+    _at_least("num_epochs", c.num_epochs, 1)
+    _at_least("num_minibatches", c.num_minibatches, 1)
+    if not c.reward_scale > 0 or math.isinf(c.reward_scale):
+        _fail("reward_scale", c.reward_scale, "must be a finite number > 0")
+    if c.layer_norm and (c.network != "mlp" or c.variant == "iqn"):
+        _fail("layer_norm", True, "applies to the MLP of network='mlp' (not to iqn's network)")
+    if c.variant != "pqn":
+        for name in ("num_epochs", "num_minibatches"):
+            if getattr(c, name) != 1:
+                _fail(name, getattr(c, name), "only variant='pqn' reads it (leave it at 1)")
+        if c.lambda_recompute:
+            _fail("lambda_recompute", True, "only variant='pqn' reads it")
+        return
+    if c.train_every % c.num_envs:
+        _fail(
+            "train_every",
+            c.train_every,
+            f"variant='pqn': env steps per rollout, a multiple of num_envs ({c.num_envs})",
+        )
+    if c.train_every % c.num_minibatches:
+        _fail(
+            "num_minibatches",
+            c.num_minibatches,
+            f"must divide the rollout's train_every={c.train_every} transitions",
+        )
+    refused = dict(
+        prioritized="it has no replay to prioritize",
+        noisy="noisy layers are not supported with pqn yet",
+        prefill_episodes="it has no replay to prefill",
+    )
+    for name, why in refused.items():
+        if getattr(c, name):
+            _fail(name, getattr(c, name), f"variant='pqn' does not take it: {why}")
+    if c.n_step != 1:
+        _fail("n_step", c.n_step, "variant='pqn' uses Q(lambda) returns (set q_lambda instead)")
 
 
 # Named presets: overrides of the defaults above.
@@ -500,6 +571,38 @@ PRESETS["cleanrl-c51-cartpole"] = dict(
     hidden_sizes=(120, 84),
     gamma=0.99,
     num_chunks=10,
+)
+
+# purejaxql's pqn_cartpole.yaml (PQN, Gallici et al. 2024): 32 envs x 64 steps per rollout, 244
+# rollouts (its 5e5 // 2048), 4 epochs x 16 minibatches of 128, MLP 2 x 256 with LayerNorm, RAdam
+# 1e-4 decayed linearly over the 15,616 updates, global-norm clip 10, lambda 0.95, rewards x 0.1,
+# epsilon 1 -> 0.2 over 20% of the rollouts. Not purejaxql's: episode ends follow the project's
+# contract (a truncation bootstraps), and epsilon moves every vector step, not once per rollout.
+PRESETS["purejaxql-cartpole"] = dict(
+    env="CartPole-v1",
+    backend="jax",
+    variant="pqn",
+    total_steps=244 * 2048,
+    num_envs=32,
+    train_every=2048,
+    num_epochs=4,
+    num_minibatches=16,
+    learning_starts=0,
+    hidden_sizes=(256, 256),
+    layer_norm=True,
+    optimizer="radam",
+    lr=1e-4,
+    anneal_lr=True,
+    max_grad_norm=10.0,
+    gamma=0.99,
+    q_lambda=0.95,
+    reward_scale=0.1,
+    loss="half_squared",
+    exploration="linear",
+    eps_start=1.0,
+    eps_end=0.2,
+    eps_duration=int(0.2 * 244 * 2048),
+    num_chunks=4,
 )
 
 # Nature DQN (Mnih et al., 2015) on Atari, from dqn_jax.envs.atari.NATURE_DQN: steps are agent steps

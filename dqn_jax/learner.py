@@ -65,13 +65,19 @@ def make_update(
         grads, terms = jax.grad(loss_of, has_aux=True)(
             learner.params, learner.target_params, batch, weights, k_loss
         )
-        direction, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
-        params = jax.tree.map(lambda p, d: p - lr * d, learner.params, direction)
         replay_state = replay.update(replay_state, indices, terms.priority)
         metrics = UpdateMetrics(jnp.mean(weights * terms.loss), jnp.mean(terms.q_sa))
-        return Learner(params, learner.target_params, opt_state), replay_state, metrics
+        return apply_direction(optimizer, learner, grads, lr), replay_state, metrics
 
     return update
+
+
+def apply_direction(optimizer: optax.GradientTransformation, learner: Learner, grads, lr):
+    """``learner`` after one step: ``params <- params - lr * direction`` with the optimizer's
+    direction for ``grads`` (see :func:`make_optimizer`); the target parameters are kept."""
+    direction, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
+    params = jax.tree.map(lambda p, d: p - lr * d, learner.params, direction)
+    return Learner(params, learner.target_params, opt_state)
 
 
 def update_target(learner: Learner, tau) -> Learner:
@@ -86,7 +92,7 @@ def update_target(learner: Learner, tau) -> Learner:
 def make_optimizer(
     name: str, max_grad_norm: float, adam_eps: float = 1e-8
 ) -> optax.GradientTransformation:
-    """The update *direction* of Adam, of TF1-style RMSProp (the notebook's) or of Nature DQN's
+    """The update *direction* of Adam, of RAdam (PQN's), of TF1-style RMSProp (the notebook's) or of Nature DQN's
     centered RMSProp, optionally after global-norm clipping. The caller multiplies it by the
     (possibly annealed, possibly traced) learning rate, so ``p - lr * direction`` is exactly
     that optimizer with that rate. ``adam_eps``: Adam's epsilon (outside the square root)."""
@@ -95,12 +101,14 @@ def make_optimizer(
     elif name == "rmsprop":
         # TF1's RMSPropOptimizer: decay 0.9, epsilon 1e-10 inside the sqrt, accumulator at 1.
         opt = optax.scale_by_rms(decay=0.9, eps=1e-10, initial_scale=1.0)
+    elif name == "radam":
+        opt = optax.scale_by_radam(eps=adam_eps)
     elif name == "rmsprop_centered":
         # Nature DQN's RMSProp: E[g] and E[g^2] with decay 0.95, 0.01 inside the sqrt.
         opt = optax.scale_by_stddev(decay=0.95, eps=0.01, eps_in_sqrt=True)
     else:
         raise ValueError(
-            f"optimizer={name!r} is unknown: must be adam, rmsprop or rmsprop_centered"
+            f"optimizer={name!r} is unknown: must be adam, radam, rmsprop or rmsprop_centered"
         )
     if max_grad_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)

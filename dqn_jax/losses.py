@@ -11,6 +11,11 @@ def squared(td: jax.Array) -> jax.Array:
     return jnp.square(td)
 
 
+def half_squared(td: jax.Array) -> jax.Array:
+    """``d**2 / 2`` (PQN's regression loss)."""
+    return 0.5 * jnp.square(td)
+
+
 def pseudo_huber(td: jax.Array) -> jax.Array:
     """``sqrt(1 + d**2) - 1``: the notebook's "error clipping"; gradient bounded by 1."""
     return jnp.sqrt(1.0 + jnp.square(td)) - 1.0
@@ -23,4 +28,9 @@ def huber(td: jax.Array, delta: float = 1.0) -> jax.Array:
     return 0.5 * jnp.square(quadratic) + delta * (abs_td - quadratic)
 
 
-LOSSES = {"squared": squared, "pseudo_huber": pseudo_huber, "huber": huber}
+LOSSES = {
+    "squared": squared,
+    "half_squared": half_squared,
+    "pseudo_huber": pseudo_huber,
+    "huber": huber,
+}

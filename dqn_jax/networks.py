@@ -160,12 +160,14 @@ class MLPQNetwork(nn.Module):
     (uniform in [-1, 1] weights); biases start at zero in both. ``noisy``: every dense layer is
     a :class:`NoisyDense` (its own init; ``init_scheme`` is then ignored). ``dueling``: the
     output is ``V + A - mean_a A`` with ``V`` and ``A`` linear layers on the last hidden
-    features.
+    features. ``layer_norm``: a LayerNorm (learned scale and offset) after each hidden dense,
+    before its ReLU (PQN's network).
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (64, 64)
     init_scheme: str = "lecun"
+    layer_norm: bool = False
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
@@ -176,7 +178,8 @@ class MLPQNetwork(nn.Module):
         layer = _layer_fn(self.noisy, self.sigma0, _kernel_init(self.init_scheme), key)
         x = _flat(obs)
         for size in self.hidden_sizes:
-            x = nn.relu(layer(size, x))
+            x = layer(size, x)
+            x = nn.relu(nn.LayerNorm()(x) if self.layer_norm else x)
         return _output(layer, (), x, self.num_actions, self.num_outputs, self.dueling)
 
 
@@ -295,4 +298,4 @@ def make_network(config, num_actions: int, obs_shape: tuple[int, ...]) -> nn.Mod
     options["num_outputs"] = None if field is None else getattr(config, field)
     if cnn:
         return NatureQNetwork(num_actions, **options)
-    return MLPQNetwork(num_actions, **mlp, **options)
+    return MLPQNetwork(num_actions, **mlp, layer_norm=config.layer_norm, **options)

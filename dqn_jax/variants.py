@@ -28,6 +28,7 @@ class Variant(NamedTuple):
     dueling: bool = False
     noisy: bool = False
     loss_doc: str = ""  # the head's own loss, for messages
+    on_policy: bool = False  # learns from each iteration's rollout, no replay (dqn_jax.pqn)
 
 
 _CE = "cross-entropy to the projected target distribution"
@@ -46,6 +47,7 @@ VARIANTS: dict[str, Variant] = {
     "rainbow": Variant(
         None, "", True, True, "categorical", n_step=3, dueling=True, noisy=True, loss_doc=_CE
     ),
+    "pqn": Variant(targets.q_learning_online, "half_squared", False, False, on_policy=True),
 }
 
 

@@ -35,7 +35,10 @@ from dqn_jax.envs import prepare
             r"optimizer='sgd' is invalid: must be one of adam, rmsprop, rmsprop_c",
         ),
         ({"per_beta0": 2.0}, r"per_beta0=2\.0"),
-        ({"loss": "l1"}, r"loss='l1' is invalid: must be one of squared, pseudo_huber, huber"),
+        (
+            {"loss": "l1"},
+            r"loss='l1' is invalid: must be one of squared, half_squared, pseudo_huber, huber",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(changes, pattern):
