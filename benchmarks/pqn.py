@@ -50,7 +50,8 @@ spec = importlib.util.spec_from_file_location("pqn_gymnax", os.path.join(root, "
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
 base = OmegaConf.load(os.path.join(root, "config", "config.yaml"))
-base.alg = OmegaConf.merge(base.alg, OmegaConf.load(os.path.join(root, "config", "alg", "pqn_cartpole.yaml")))
+alg = OmegaConf.load(os.path.join(root, "config", "alg", "pqn_cartpole.yaml"))
+base.alg = OmegaConf.merge(base.alg, alg)
 base.alg.TEST_DURING_TRAINING = False
 cfg = OmegaConf.to_container(base)
 config = {**cfg, **cfg["alg"]}
