@@ -95,7 +95,8 @@ def make_optimizer(
     """The update *direction* of Adam, of RAdam (PQN's), of TF1-style RMSProp (the notebook's)
     or of Nature DQN's centered RMSProp, optionally after global-norm clipping. The caller
     multiplies it by the (possibly annealed, possibly traced) learning rate, so
-    ``p - lr * direction`` is exactly that optimizer with that rate. ``adam_eps``: Adam's epsilon (outside the square root)."""
+    ``p - lr * direction`` is exactly that optimizer with that rate. ``adam_eps``: Adam's (and
+    RAdam's) epsilon, outside the square root."""
     if name == "adam":
         opt = optax.scale_by_adam(eps=adam_eps)
     elif name == "rmsprop":
