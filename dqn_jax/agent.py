@@ -10,6 +10,7 @@ Everything here runs on the device as pure functions over an :class:`AgentState`
         ... step the environments, record EnvSteps ...
     state = agent.end_iteration(state, steps, done_steps, learn, copy_target)
                                       # store the V*N transitions, learn, update the target
+                                      # (pqn: learn from the V*N transitions themselves)
 
 The JAX driver (:mod:`dqn_jax.device_loop`) scans this with gymnax inside the program; the host
 driver (:mod:`dqn_jax.host_loop`) steps Gymnasium environments in Python and jits the same

@@ -659,6 +659,25 @@ VARIANT_TUNING: dict[str, dict[str, dict]] = {
             target_period=500,
         ),
         "m_dqn": dict(target_period=500),
+        # Picked from a small search on seeds 0-7 (README, "PQN"): rollouts of 8 envs x 25
+        # steps, 4 epochs x 4 minibatches of 50, the paper's LayerNorm, RAdam, clip and
+        # reward scale.
+        "pqn": dict(
+            num_envs=8,
+            train_every=200,
+            num_epochs=4,
+            num_minibatches=4,
+            learning_starts=0,
+            layer_norm=True,
+            optimizer="radam",
+            lr=1e-3,
+            max_grad_norm=10.0,
+            q_lambda=0.9,
+            reward_scale=0.1,
+            loss="half_squared",
+            eps_end=0.05,
+            eps_duration=20_000,
+        ),
     },
 }
 
