@@ -104,11 +104,14 @@ def run_on(devices: int, **changes) -> dict:
 def test_sharded_runs_match_across_device_counts():
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
     # per-seed program on its share of the seeds). With the squared loss (the default preset's)
-    # the numbers are the same bit for bit.
+    # the numbers are the same bit for bit while each device holds several seeds; one seed per
+    # device (4 devices) is bit-identical on some CPUs (a 2-core Intel Xeon) and rounds in the
+    # last bits on others (a 2-core AMD EPYC: 3.9e-7), the unbatched seed taking other kernels.
     runs = [run_on(n, loss="squared") for n in (1, 2, 4)]
     assert [r["devices"] for r in runs] == [1, 2, 4]
+    np.testing.assert_array_equal(runs[0]["params"], runs[1]["params"])
+    np.testing.assert_allclose(runs[0]["params"], runs[2]["params"], rtol=0, atol=1e-5)
     for other in runs[1:]:
-        np.testing.assert_array_equal(runs[0]["params"], other["params"])
         assert runs[0]["episodes"] == other["episodes"]
 
 
