@@ -92,9 +92,6 @@ def make_rollout_update(
     of this rollout's first step). The target parameters are not read or changed.
     """
 
-    def targets(params, rollout: Transition, lam) -> jax.Array:
-        return rollout_targets(q_fn, params, rollout, lam)
-
     def minibatch_loss(params, obs, action, target):
         q_sa = take_actions(q_fn(params, obs), action)
         return jnp.mean(loss_fn(target - q_sa)), q_sa
@@ -105,11 +102,13 @@ def make_rollout_update(
         size = rollout.reward.size
         flat = lambda x: x.reshape(size, *x.shape[2:])  # noqa: E731 - [V, N, ...] -> [V*N, ...]
         obs, action = flat(rollout.obs), flat(rollout.action)
-        fixed = None if recompute else flat(targets(learner.params, rollout, lam))
+        fixed = None if recompute else flat(rollout_targets(q_fn, learner.params, rollout, lam))
 
         def epoch(learner, xs):
             k, index = xs
-            target = flat(targets(learner.params, rollout, lam)) if recompute else fixed
+            target = (
+                flat(rollout_targets(q_fn, learner.params, rollout, lam)) if recompute else fixed
+            )
             order = jax.random.permutation(k, size).reshape(num_minibatches, -1)
 
             def step(learner, xs):

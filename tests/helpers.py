@@ -29,3 +29,14 @@ def assert_same_files(dir_a, dir_b):
         return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
 
     assert records(dir_a) == records(dir_b)
+
+
+def assert_same_state(a, b):
+    """Two pytrees (train states) hold the same leaves, bit for bit."""
+    import jax
+    import numpy as np
+
+    for (path, x), y in zip(
+        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))

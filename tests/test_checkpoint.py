@@ -8,7 +8,7 @@ import types
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, assert_same_files
+from helpers import SMALL, assert_same_files, assert_same_state
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax.cli import main
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     return run_dir, train(TINY, run_dir, **QUIET)
-
-
-def assert_same_state(a, b):
-    for (path, x), y in zip(
-        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
-    ):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 import rlax
+from helpers import assert_same_files, assert_same_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
@@ -239,6 +240,25 @@ def test_pqn_counts_its_updates_for_the_learning_rate_schedule():
     config = Config(**PQN)
     assert config.updates_per_iteration == 4  # 2 epochs x 2 minibatches
     assert core.num_updates(config) == 50 * 4  # 50 rollouts, all learning
+
+
+@pytest.mark.slow
+def test_pqn_stop_and_resume_is_bit_identical(tmp_path):
+    # No replay in the state: parameters, RAdam's moments, keys, env states and counters resume
+    # exactly.
+    from dqn_jax.run import train
+
+    quiet = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
+    config = Config(**{**PQN, "num_chunks": 5, "eval_episodes": 2}, num_seeds=2)
+    full = train(config, tmp_path / "full", **quiet)
+    first = train(config, tmp_path / "cut", stop_after_chunks=2, **quiet)
+    assert first.summary == {"stopped_after_chunk": 2, "env_step": 160}
+    resumed = train(config, tmp_path / "cut", resume=True, **quiet)
+    assert_same_state(full.state, resumed.state)
+    assert_same_files(tmp_path / "full", tmp_path / "cut")
+    np.testing.assert_array_equal(full.eval_returns, resumed.eval_returns)
+    halfway = ravel_pytree(first.state.agent.learner.params)[0]
+    assert not np.array_equal(ravel_pytree(full.state.agent.learner.params)[0], halfway)
 
 
 @pytest.mark.slow
