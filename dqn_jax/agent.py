@@ -273,7 +273,7 @@ def make_agent(
     total_updates = num_updates(config)
     if on_policy:
         rollout_update = pqn.make_rollout_update(
-            lambda params, obs: head.q_values(apply_fn(params, obs)),
+            lambda params, obs: q_values(params, obs),  # defined below
             losses.LOSSES[config.loss],
             optimizer,
             num_epochs=config.num_epochs,

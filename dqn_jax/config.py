@@ -228,7 +228,7 @@ class Config:
     @property
     def updates_per_iteration(self) -> int:
         """Gradient updates per loop iteration (pqn: ``num_epochs * num_minibatches``)."""
-        if self.variant == "pqn":
+        if _on_policy(self.variant):
             return self.num_epochs * self.num_minibatches
         return max(1, self.num_envs // self.train_every)
 
@@ -348,7 +348,7 @@ def validate(c: Config) -> None:
         )
     if c.num_chunks > c.num_iterations:
         _fail("num_chunks", c.num_chunks, f"must be <= the {c.num_iterations} loop iterations")
-    replay_free = c.variant in ("random", "pqn")
+    replay_free = c.variant == "random" or _on_policy(c.variant)
     if c.learning_starts < c.batch_size and c.prefill_episodes == 0 and not replay_free:
         _fail(
             "learning_starts",
@@ -378,6 +378,13 @@ def validate(c: Config) -> None:
         _fail("per_eps", c.per_eps, "must be > 0")
     _in_range("per_beta0", c.per_beta0, 0.0, 1.0)
     _in_range("per_beta_final", c.per_beta_final, 0.0, 1.0)
+
+
+def _on_policy(variant: str) -> bool:
+    """Whether ``variant`` learns from each rollout without a replay (pqn)."""
+    from dqn_jax.variants import VARIANTS
+
+    return VARIANTS[variant].on_policy
 
 
 def _has_own_loss(variant: str) -> bool:
@@ -441,7 +448,7 @@ def _check_pqn_flags(c: Config) -> None:
         _fail("reward_scale", c.reward_scale, "must be a finite number > 0")
     if c.layer_norm and (c.network != "mlp" or c.variant == "iqn"):
         _fail("layer_norm", True, "applies to the MLP of network='mlp' (not to iqn's network)")
-    if c.variant != "pqn":
+    if not _on_policy(c.variant):
         for name in ("num_epochs", "num_minibatches"):
             if getattr(c, name) != 1:
                 _fail(name, getattr(c, name), "only variant='pqn' reads it (leave it at 1)")

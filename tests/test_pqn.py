@@ -111,22 +111,28 @@ def test_rollout_targets_bootstrap_from_the_true_final_observation_and_stop_at_e
     np.testing.assert_allclose(got, [g0, g1, g2, g3], rtol=1e-6)
 
 
+def sgd_update(num_epochs: int, recompute: bool):
+    """A rollout update of :func:`linear_q` by plain SGD (the identity direction), one
+    minibatch per epoch, the half squared loss, no annealing."""
+    return pqn.make_rollout_update(
+        linear_q,
+        losses.half_squared,
+        optax.identity(),
+        num_epochs=num_epochs,
+        num_minibatches=1,
+        recompute=recompute,
+        total_updates=num_epochs,
+        anneal=False,
+    )
+
+
 def test_one_rollout_update_is_the_hand_computed_gradient_step():
     # One epoch, one minibatch, SGD (the identity direction): W <- W - lr * dL/dW with
     # L = mean_b (G_b - Q(s_b, a_b))^2 / 2 and the targets G held constant (their gradient
     # through q_next stopped).
     w = np.array([[1.0, 0.5], [0.0, 2.0]], np.float32)
     roll, lam, lr = rollout_with_ends(), 0.5, 0.1
-    update = pqn.make_rollout_update(
-        linear_q,
-        losses.half_squared,
-        optax.identity(),
-        num_epochs=1,
-        num_minibatches=1,
-        recompute=False,
-        total_updates=1,
-        anneal=False,
-    )
+    update = sgd_update(num_epochs=1, recompute=False)
     learner = Learner(jnp.asarray(w), jnp.asarray(w), optax.identity().init(w))
     new, metrics = update(learner, roll, jax.random.PRNGKey(0), lam, lr, 0)
     g = np.asarray(pqn.rollout_targets(linear_q, w, roll, lam))[:, 0]
@@ -145,16 +151,7 @@ def test_recomputed_targets_follow_the_parameters_of_each_epoch():
     roll = rollout_with_ends()
 
     def two_epochs(recompute):
-        update = pqn.make_rollout_update(
-            linear_q,
-            losses.half_squared,
-            optax.identity(),
-            num_epochs=2,
-            num_minibatches=1,
-            recompute=recompute,
-            total_updates=2,
-            anneal=False,
-        )
+        update = sgd_update(num_epochs=2, recompute=recompute)
         learner = Learner(jnp.asarray(w), jnp.asarray(w), ())
         return update(learner, roll, jax.random.PRNGKey(0), 0.5, 0.1, 0)
 
