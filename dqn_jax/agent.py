@@ -184,6 +184,12 @@ def first_update_index(config: Config, done_steps):
     return (iteration - first_learning_iteration(config)) * config.updates_per_iteration
 
 
+def bootstrap_discount(gamma, terminated: jax.Array) -> jax.Array:
+    """``f32`` like ``terminated``: ``gamma * (1 - terminated)``. A termination stops the
+    bootstrap; a time-limit truncation (``done`` but not ``terminated``) keeps it."""
+    return gamma * (1.0 - terminated.astype(jnp.float32))
+
+
 def maybe(predicate, fn: Callable, state):
     """``fn(state)`` if ``predicate`` else ``state``: a Python test for a Python bool, else a
     ``lax.cond`` (a real branch while ``predicate`` is unbatched)."""
@@ -332,7 +338,7 @@ def make_agent(
         reward = jnp.sign(steps.reward) if config.clip_rewards else steps.reward
         if config.reward_scale != 1.0:
             reward = reward * config.reward_scale
-        discount = hp(config, hyper, "gamma") * (1.0 - steps.terminated.astype(jnp.float32))
+        discount = bootstrap_discount(hp(config, hyper, "gamma"), steps.terminated)
         last = steps.done.astype(jnp.float32)
         return Transition(steps.obs, steps.action, reward, discount, steps.next_obs, last)
 
