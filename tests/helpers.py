@@ -40,3 +40,12 @@ def assert_same_state(a, b):
         jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def environ_with_devices(count: int) -> dict:
+    """This process's environment for a subprocess that sees ``count`` CPU devices (keeping the
+    suite's other XLA flags)."""
+    import os
+
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    return dict(os.environ, XLA_FLAGS=flags.strip())

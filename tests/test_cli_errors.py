@@ -177,8 +177,9 @@ def test_a_second_identical_cli_run_loads_its_programs_from_the_cache(tmp_path):
     import sys
 
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "dqn_jax.cli", "train", "--total-steps", "2000"]
-    argv += ["--learning-starts", "500", "--num-chunks", "2", "--no-progress"]
+    argv = [sys.executable, "-m", "dqn_jax.cli", "train", "--total-steps", "1000"]
+    argv += ["--learning-starts", "200", "--num-chunks", "2", "--hidden-sizes", "16"]
+    argv += ["--eval-episodes", "2", "--no-progress"]
     env = {**__import__("os").environ, "DQN_JAX_COMPILE_CACHE": str(cache)}
     subprocess.run([*argv, "--out", str(tmp_path / "a")], env=env, check=True, capture_output=True)
     entries = sorted(p.name for p in cache.iterdir())

@@ -27,7 +27,6 @@ from dqn_jax.run import ConfigMismatchError, NonFiniteError, train
 
 TINY = Config(**{**SMALL, "num_chunks": 4}, num_seeds=2)
 QUIET = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture

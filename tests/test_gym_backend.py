@@ -492,14 +492,16 @@ def test_family_runs_on_gymnasium_cartpole(variant):
 
 
 @pytest.mark.slow
-def test_noisy_rainbow_acts_by_its_noise_between_iteration_ends():
+def test_noisy_net_acts_by_its_noise_between_iteration_ends():
     # 1 env, train_every=4: 3 plain steps per iteration, each a call of the plain-step program
     # with the state's key and the step index. With epsilon 0 every action is the network's:
     # the plain steps must act as the agent core's act (the JAX driver's) does, with step j's
-    # noise, which is not always the mean net's greedy action.
+    # noise, which is not always the mean net's greedy action. (Noisy Double DQN: the acting
+    # is rainbow's, its program compiles in half the time.)
     config = Config(
         **{**FAMILY_GYM, "train_every": 4, "total_steps": 400, "target_period": 4},
-        variant="rainbow",
+        variant="ddqn",
+        noisy=True,
         eps_start=0.0,
         eps_end=0.0,
     )
@@ -565,3 +567,14 @@ def test_host_environments_of_two_seeds_and_both_roles_share_no_stream(monkeypat
     rows = np.concatenate(starts)
     assert rows.shape == (2 * (2 + 10), 4)
     assert len(np.unique(rows, axis=0)) == len(rows)
+
+
+def test_evaluation_of_fixed_policies_on_the_counter_env_gives_their_known_returns():
+    # Action 0 never terminates: truncated at the limit, 1 + 2 + ... + LIMIT. Action 1
+    # terminates at t = TERMINAL_FROM: 1 + 2 + ... + TERMINAL_FROM. No reward after the end.
+    from test_loop import evaluate_constant_policy
+
+    config = counter_config(eval_episodes=4)
+    np.testing.assert_array_equal(evaluate_constant_policy(config, 0), LIMIT * (LIMIT + 1) / 2)
+    want = TERMINAL_FROM * (TERMINAL_FROM + 1) / 2
+    np.testing.assert_array_equal(evaluate_constant_policy(config, 1), want)

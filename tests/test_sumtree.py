@@ -357,3 +357,54 @@ def test_init_validates_and_shapes_are_static():
     fanout = sumtree.DEFAULT_FANOUT
     for k, level in enumerate(levels):  # depth k holds one node per F**(D-k) leaves
         assert level.shape == (-(-1_000_000 // fanout ** (len(levels) - k)),)
+
+
+@pytest.mark.parametrize(("capacity", "fanout"), [(1000, 4), (300, 2)])
+def test_the_multi_array_layout_matches_the_reference(capacity, fanout, monkeypatch):
+    # A 1M buffer splits its nodes over several arrays (from GROUP_FLOATS, 64 Ki); shrink the
+    # group so a small tree does too, then check updates, sums and samples against NumPy.
+    monkeypatch.setattr(sumtree, "GROUP_FLOATS", 64)
+    tree = sumtree.init(capacity, fanout)
+    assert len(tree.nodes) >= 3, [x.shape for x in tree.nodes]
+    gen = np.random.default_rng(capacity)
+    step = jax.jit(lambda t, i, v: sumtree.update(t, i, v))  # a fresh trace for this layout
+    batches = [
+        (gen.integers(0, capacity, 64), gen.uniform(0.125, 4, 64).astype(np.float32))
+        for _ in range(6)
+    ] + [(np.arange(capacity), np.float32(gen.uniform(0.125, 4, capacity)))]
+    for indices, values in batches[:-1]:
+        tree = step(tree, jnp.asarray(indices, jnp.int32), jnp.asarray(values))
+    np.testing.assert_array_equal(tree.leaves, reference_leaves(capacity, batches[:-1]))
+    assert_parents_are_sums(tree)
+    tree = step(tree, jnp.arange(capacity), jnp.asarray(batches[-1][1]))  # every leaf positive
+    assert_parents_are_sums(tree)
+    leaves = np.asarray(tree.leaves)
+    cumsum = np.cumsum(leaves.astype(np.float64))
+    targets = gen.integers(0, capacity, 32)
+    values = cumsum[targets] - leaves[targets] * gen.uniform(0.1, 0.9, 32)
+    got = np.asarray(jax.jit(sumtree.sample)(tree, jnp.asarray(values, jnp.float32)))
+    np.testing.assert_array_equal(got, targets)
+
+
+def raw_keys(keys):
+    typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    return np.asarray(jax.random.key_data(keys) if typed else keys)
+
+
+def test_rng_split_and_randint_are_jax_random_bit_for_bit():
+    # dqn_jax.rng.split / randint claim jax.random.split / randint's numbers exactly: raw and
+    # typed keys, jitted, traced bounds (including the maxval <= 0 edge: zeros).
+    keys = [jax.random.key(0), jax.random.PRNGKey(7), jax.random.PRNGKey(2**31 - 1)]
+    randint = jax.jit(rng.randint, static_argnums=1)
+    for key in keys:
+        for n in (1, 2, 5):
+            np.testing.assert_array_equal(
+                raw_keys(rng.split(key, n)), raw_keys(jax.random.split(key, n))
+            )
+        for maxval in (1, 3, 1000, 2**31 - 1):
+            np.testing.assert_array_equal(
+                randint(key, 64, jnp.int32(maxval)),
+                jax.random.randint(key, (64,), 0, maxval),
+                err_msg=str(maxval),
+            )
+        np.testing.assert_array_equal(randint(key, 8, jnp.int32(0)), np.zeros(8, np.int32))

@@ -1,14 +1,13 @@
 """Sweeps: grid expansion, traced hyperparameters equal to constants, sharding over devices."""
 
 import json
-import os
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL
+from helpers import SMALL, environ_with_devices
 
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.run import evaluate_checkpoint, train
@@ -87,7 +86,7 @@ print(json.dumps({"devices": len(r.summary["devices"]), "params": flat.tolist(),
 
 
 def run_on(devices: int, **changes) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = environ_with_devices(devices)
     fields = {**SMALL, **changes}
     small = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     out = subprocess.run(
@@ -176,7 +175,7 @@ def test_swept_rainbow_equals_plain_runs_and_shards_over_devices():
     np.testing.assert_array_equal(swept.episodes[1], plain.episodes[0])
     np.testing.assert_allclose(flat_params(swept)[1], flat_params(plain)[0], rtol=1e-5, atol=1e-6)
     assert not np.array_equal(swept.episodes[0], swept.episodes[1])  # lr matters
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = environ_with_devices(2)
     small = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     out = subprocess.run(
         [sys.executable, "-c", SWEPT_RUN, json.dumps(small), json.dumps(RAINBOW_GRID)],
