@@ -56,3 +56,24 @@ def session_compilation_cache(tmp_path_factory):
             os.environ.pop(CACHE_ENV, None)
         else:
             os.environ[CACHE_ENV] = before
+
+
+GLOBAL_SETTINGS = (
+    "jax_enable_x64",
+    "jax_cpu_enable_async_dispatch",
+    "jax_default_matmul_precision",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_global_settings():
+    """No test leaves JAX's global settings or ``XLA_FLAGS`` changed for the tests after it."""
+    import jax
+
+    def snapshot():
+        settings = {name: jax.config.values.get(name) for name in GLOBAL_SETTINGS}
+        return settings, os.environ.get("XLA_FLAGS"), os.environ.get(CACHE_ENV)
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, "this test changed a global JAX setting or XLA_FLAGS"

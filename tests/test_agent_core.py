@@ -69,7 +69,7 @@ FAMILY = dict(
     "variant",
     [
         pytest.param("ddqn", marks=pytest.mark.slow),
-        "ddqn_per",
+        pytest.param("ddqn_per", marks=pytest.mark.slow),
         # C51 + dueling + noisy + PER + 3-step returns
         pytest.param("rainbow", marks=pytest.mark.slow),
         pytest.param("iqn", marks=pytest.mark.slow),
@@ -129,7 +129,8 @@ def acting_probe(agent, key, obs):
     return jax.tree.map(np.asarray, probe(key, obs))
 
 
-@pytest.mark.parametrize("variant", [pytest.param("rainbow", marks=pytest.mark.slow), "iqn"])
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["rainbow", "iqn"])
 def test_stochastic_acting_is_the_same_on_both_drivers_and_drawn_per_step(variant):
     # Noisy layers (rainbow) and IQN's sampled fractions: both drivers act with the draw of
     # act_key(state key, j), the host's plain-step program included; evaluation's greedy (key

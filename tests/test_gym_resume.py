@@ -92,6 +92,7 @@ def test_atari_env_state_round_trip_steps_identically_across_episode_ends():
     assert ends >= 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_resume_is_bit_identical_to_an_uninterrupted_run(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
 
@@ -107,6 +108,7 @@ def test_ctrl_c_and_resume_is_bit_identical_to_an_uninterrupted_run(uninterrupte
     assert ckpt.saved_steps(tmp_path)[-1] == 2_000
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_refuses_a_changed_config(uninterrupted, tmp_path):
     from dqn_jax.run import ConfigMismatchError
 
@@ -151,7 +153,7 @@ CLI = [
     "--backend",
     "gymnasium",
     "--total-steps",
-    "6000",
+    "3000",
     "--num-chunks",
     "6",
     "--learning-starts",
@@ -187,11 +189,11 @@ def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_pat
     # exit code 130.
     assert run_until("chunk   2/6", signal.SIGINT, "--out", str(cut)) == 130
     saved = ckpt.saved_steps(cut)
-    assert len(saved) == 1 and saved[0] in (2_000, 3_000), saved
+    assert len(saved) == 1 and saved[0] in (1_000, 1_500), saved
     # Resumed, saving every chunk, then killed -9 while chunk 5 or 6 runs or saves.
     argv = ["--resume", str(cut), "--checkpoint-every", "1"]
     assert run_until("chunk   4/6", signal.SIGKILL, *argv) == -signal.SIGKILL
-    assert ckpt.saved_steps(cut)[-1] >= 3_000
+    assert ckpt.saved_steps(cut)[-1] >= 1_500
     done = subprocess.run([*CLI, "--resume", str(cut)], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("episodes.csv", "evals.csv"):

@@ -40,9 +40,8 @@ def assert_seed_is_its_own_run(multi, s: int, one, exact: bool) -> None:
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-@pytest.mark.parametrize(  # noisy: acting keys per seed (rainbow's acting, half its compile)
-    "noisy", [False, pytest.param(True, marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("noisy", [False, True])  # noisy: acting keys per seed (rainbow's)
 def test_each_of_two_seeds_in_one_process_is_the_single_seed_run(noisy, tmp_path):
     config = Config(**BASE, variant="ddqn", noisy=noisy)
     multi = gb.train(config.replace(num_seeds=2, seed=5), tmp_path / "multi", **QUIET)

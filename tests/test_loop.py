@@ -182,6 +182,7 @@ def test_family_runs_learn_on_cartpole(variant):
     assert all(len(e) > 0 for e in result.episodes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "gymnasium"])
 def test_eval_epsilon_one_evaluates_a_uniform_random_policy_and_zero_stays_greedy(backend):
     # CartPole-v1 under a uniform random policy lasts 22.4 steps on average (std ~12): the mean
@@ -245,3 +246,43 @@ def test_evaluation_of_a_fixed_policy_gives_its_known_return(backend):
     ).replace(eval_episodes=6)
     for action in (0, 2):
         np.testing.assert_array_equal(evaluate_constant_policy(config, action), -200.0)
+
+
+@pytest.mark.slow
+def test_options_never_run_elsewhere_do_what_they_say_through_the_loop():
+    # One JAX-backend run of Double DQN with PER on a prefilled replay, soft target updates,
+    # the notebook's init, TF1 RMSProp and gradient clipping; each check fails if its option
+    # is dropped.
+    fields = {**SMALL, "num_chunks": 1, "eval_episodes": 0, "total_steps": 1_000}
+    config = Config(
+        **{**fields, "variant": "ddqn_per", "target_period": 10, "buffer_size": 4_096},
+        prefill_episodes=6,
+        tau=0.5,
+        init_scheme="notebook",
+        optimizer="rmsprop",
+        max_grad_norm=1.0,
+    )
+    trainer = make_train(config)
+    initial = jax.jit(trainer.init)(seed_keys(config)[0])
+    w = np.concatenate([np.ravel(x) for x in jax.tree.leaves(initial.agent.learner.params)])
+    assert np.abs(w).max() <= 1.0 and 0.5 < w.std() < 0.65  # U[-1, 1]: std 0.577
+    prefilled = jax.jit(trainer.prefill)(initial)
+    data = jax.tree.map(np.asarray, prefilled.agent.replay.data)
+    stored = int(prefilled.agent.replay.size)
+    assert data.last[:stored].sum() >= 6 and stored >= 6 * 8  # 6 random CartPole episodes
+    result = train(config, progress=False, echo=lambda s: None)
+    agent = result.state.agent
+    assert int(agent.replay.size[0]) == stored + config.total_steps  # prefill kept, then the run
+    priorities = np.asarray(agent.replay.tree.leaves[0][: stored + config.total_steps])
+    assert len(np.unique(priorities)) > 100  # PER: |td| written back, not the insert value
+    online, target = (ravel(p) for p in (agent.learner.params, agent.learner.target_params))
+    # tau 0.5, the last target update at the final step: halfway between, never a copy
+    assert not np.array_equal(online, target)
+    assert np.isfinite(np.asarray(agent.stats)).all()
+    # TF1 RMSProp's accumulator (started at 1) is what the optimizer state holds
+    states = jax.tree.leaves(agent.learner.opt_state, is_leaf=lambda x: hasattr(x, "nu"))
+    assert any(hasattr(x, "nu") for x in states)
+
+
+def ravel(params) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x)[0]) for x in jax.tree.leaves(params)])

@@ -7,7 +7,7 @@ import test_update as checks
 
 from dqn_jax import agent, per, targets
 
-pytestmark = pytest.mark.mutation
+pytestmark = [pytest.mark.mutation, pytest.mark.slow]
 
 
 def drop_stop_gradient(monkeypatch):

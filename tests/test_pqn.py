@@ -189,6 +189,7 @@ PQN = dict(
 )
 
 
+@pytest.mark.slow
 def test_pqn_learner_step_is_bit_identical_whichever_driver_calls_it():
     from dqn_jax.device_loop import make_train
     from dqn_jax.host_loop import make_host_agent

@@ -391,6 +391,7 @@ def raw_keys(keys):
     return np.asarray(jax.random.key_data(keys) if typed else keys)
 
 
+@pytest.mark.slow
 def test_rng_split_and_randint_are_jax_random_bit_for_bit():
     # dqn_jax.rng.split / randint claim jax.random.split / randint's numbers exactly: raw and
     # typed keys, jitted, traced bounds (including the maxval <= 0 edge: zeros).

@@ -70,6 +70,35 @@ def test_traced_values_give_the_same_runs_as_constants(tmp_path):
         for point in range(1, 4):
             np.testing.assert_array_equal(swept.episodes[2 * point + s][:5], swept.episodes[s][:5])
     assert not np.array_equal(swept.episodes[1], swept.episodes[3])
+    assert_sweep_files_are_the_result(tmp_path / "sweep", swept)
+
+
+def assert_sweep_files_are_the_result(out, swept):
+    """The files of a saved 4-point x 2-seed sweep parse back to its result, and ``dqn-jax
+    plot`` of the directory draws its figures."""
+    from dqn_jax.cli import main
+
+    finals = swept.eval_returns.mean(axis=1).reshape(4, 2)
+    saved = json.loads((out / "sweep.json").read_text())
+    np.testing.assert_allclose(saved["final_eval_return"], finals, rtol=1e-6)
+    assert saved["seeds"] == [0, 1] and len(saved["points"]) == 4
+    table = (out / "sweep_table.txt").read_text()
+    for point, scores in zip(saved["points"], finals, strict=True):
+        label = ", ".join(f"{k}={v:g}" for k, v in point.items())
+        line = next(ln for ln in table.splitlines() if ln.strip().startswith(label))
+        assert f"{scores.mean():.2f}" in line, (line, scores)
+    rows = np.loadtxt(out / "episodes.csv", delimiter=",", skiprows=1, ndmin=2)
+    for run, episodes in enumerate(swept.episodes):
+        mine = rows[rows[:, 0] == run]
+        np.testing.assert_array_equal(mine[:, 3:5], np.asarray(episodes)[:, 1:3])
+    evals = np.loadtxt(out / "evals.csv", delimiter=",", skiprows=1, ndmin=2)
+    last = evals[evals[:, 1] == evals[:, 1].max()]
+    np.testing.assert_allclose(last[:, 2], swept.eval_returns.mean(axis=1), rtol=1e-5)
+    for name in ("episodes.png", "curves.png"):
+        (out / name).unlink(missing_ok=True)
+    assert main(["plot", str(out)]) == 0
+    for name in ("episodes.png", "curves.png"):
+        assert (out / name).stat().st_size > 10_000, name
 
 
 SHARDED_RUN = """

@@ -15,7 +15,7 @@ from dqn_jax import heads, losses, per, sumtree, targets
 from dqn_jax.agent import EnvSteps, first_update_index, make_agent, num_updates
 from dqn_jax.config import Config
 from dqn_jax.envs import EnvSpec
-from dqn_jax.learner import Learner, annealed_lr, make_update, update_target
+from dqn_jax.learner import Learner, annealed_lr, make_optimizer, make_update, update_target
 from dqn_jax.replay import Replay, Transition
 
 B, D, A = 6, 3, 4  # batch, observation size, actions
@@ -245,3 +245,22 @@ def test_update_indices_cover_the_run_once_so_the_last_update_anneals_to_lr_over
 @pytest.mark.parametrize("clip_rewards", [False, True])
 def test_store_keeps_truncations_bootstrapping_and_clips_rewards_only_if_asked(clip_rewards):
     check_store(clip_rewards)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 1.0])
+def test_tf1_rmsprop_direction_after_global_norm_clipping(max_grad_norm):
+    # TF1's RMSProp: ms <- 0.9 ms + 0.1 g^2 from ms = 1, direction g / sqrt(ms + 1e-10); with
+    # clipping, g is first scaled to global norm max_grad_norm.
+    grads = {"a": np.float32([30.0, -40.0]), "b": np.float32([[0.0, 5.0]])}
+    flat = np.concatenate([np.ravel(g) for g in grads.values()]).astype(np.float64)
+    optimizer = make_optimizer("rmsprop", max_grad_norm)
+    params = jax.tree.map(jnp.zeros_like, grads)
+    state = optimizer.init(params)
+    for _ in range(2):
+        direction, state = optimizer.update(grads, state, params)
+    g = flat * (min(1.0, max_grad_norm / np.linalg.norm(flat)) if max_grad_norm else 1.0)
+    ms = 1.0
+    for _ in range(2):
+        ms = 0.9 * ms + 0.1 * g**2
+    got = np.concatenate([np.ravel(direction[k]) for k in grads])
+    np.testing.assert_allclose(got, g / np.sqrt(ms + 1e-10), rtol=1e-5)
