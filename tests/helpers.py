@@ -1,4 +1,4 @@
-"""Small configs shared by the tests (a few seconds per run on a 2-core CPU)."""
+"""Small configs and helpers shared by the tests (a few seconds per run on a 2-core CPU)."""
 
 SMALL = dict(
     env="CartPole-v1",
@@ -14,6 +14,29 @@ SMALL = dict(
     hidden_sizes=(16,),
     target_period=100,
 )
+TWO_SEEDS = {**SMALL, "num_chunks": 4, "num_seeds": 2}
+"""Two seeds of SMALL in four chunks: the checkpoint tests' run."""
+
+QUIET = dict(progress=False, echo=lambda s: None)
+"""``train(...)`` keywords: no progress bar, no console lines."""
+CHECKPOINTED = dict(QUIET, checkpoint_every=1)
+"""... and a checkpoint at every chunk's end."""
+
+
+def arrays(tree) -> list:
+    """The leaves of a pytree as NumPy arrays."""
+    import jax
+    import numpy as np
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def flat_runs(params):
+    """``f[R, P]``: each run's parameters (leaves ``[R, ...]``) as one flat row."""
+    import numpy as np
+
+    rows = [x.reshape(x.shape[0], -1) for x in arrays(params)]
+    return np.concatenate(rows, axis=1)
 
 
 def assert_same_files(dir_a, dir_b):

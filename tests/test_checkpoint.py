@@ -8,15 +8,15 @@ import types
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, assert_same_files, assert_same_state
+from helpers import CHECKPOINTED as QUIET
+from helpers import SMALL, TWO_SEEDS, assert_same_files, assert_same_state
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax.cli import main
 from dqn_jax.config import Config
 from dqn_jax.run import TrainingInterrupted, evaluate_checkpoint, train
 
-TINY = Config(**{**SMALL, "num_chunks": 4}, num_seeds=2)
-QUIET = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
+TINY = Config(**TWO_SEEDS)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL
+from helpers import CHECKPOINTED as QUIET
+from helpers import TWO_SEEDS, arrays
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import run
@@ -25,8 +26,7 @@ from dqn_jax.config import Config
 from dqn_jax.device_loop import make_train
 from dqn_jax.run import ConfigMismatchError, NonFiniteError, train
 
-TINY = Config(**{**SMALL, "num_chunks": 4}, num_seeds=2)
-QUIET = dict(progress=False, echo=lambda s: None, checkpoint_every=1)
+TINY = Config(**TWO_SEEDS)
 
 
 @pytest.fixture
@@ -37,10 +37,6 @@ def no_compile(monkeypatch):
         raise AssertionError("compiled before the failure was detected")
 
     monkeypatch.setattr(run, "compile_all", refuse)
-
-
-def leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
 @pytest.mark.slow
@@ -67,7 +63,7 @@ def test_nan_names_chunk_steps_seeds_and_keeps_the_last_good_checkpoint(tmp_path
     assert ckpt.saved_steps(tmp_path) == [500, 1_000]
     target = ckpt.abstract_state(run.state_shapes(trainer), run.seed_sharding(2))
     restored = ckpt.restore(tmp_path, target, echo=lambda s: None)
-    assert restored.step == 1_000 and all(np.isfinite(x).all() for x in leaves(restored.state))
+    assert restored.step == 1_000 and all(np.isfinite(x).all() for x in arrays(restored.state))
 
 
 def test_unwritable_run_dir_fails_before_compiling(tmp_path, no_compile):
@@ -118,7 +114,7 @@ def test_changed_config_on_resume_is_refused_with_a_diff_unless_forced(
     resumed = ckpt.restore(
         tmp_path, ckpt.abstract_state(uninterrupted.state, run.seed_sharding(2)), echo=print
     )
-    for x, y in zip(leaves(uninterrupted.state), leaves(resumed.state), strict=True):
+    for x, y in zip(arrays(uninterrupted.state), arrays(resumed.state), strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -142,7 +138,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupt
     assert "resumed from" in text and "(chunk 2)" in text
     # nothing deleted: the damaged checkpoint is set aside, and the run ends as if never broken
     assert (tmp_path / "checkpoints_set_aside" / "1500" / "state").is_dir()
-    for x, y in zip(leaves(uninterrupted.state), leaves(resumed.state), strict=True):
+    for x, y in zip(arrays(uninterrupted.state), arrays(resumed.state), strict=True):
         np.testing.assert_array_equal(x, y)
 
 

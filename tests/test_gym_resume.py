@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_files
+from helpers import QUIET, assert_same_files
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import host_loop as gb
@@ -34,7 +34,6 @@ CARTPOLE = Config(
     hidden_sizes=(16,),
     target_period=100,
 )
-QUIET = dict(progress=False, echo=lambda s: None)
 
 
 def assert_same_run(dir_a, dir_b, a, b):

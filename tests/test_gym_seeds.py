@@ -5,6 +5,7 @@ seed exactly the run it would be alone."""
 import jax
 import numpy as np
 import pytest
+from helpers import QUIET
 
 from dqn_jax import host_loop as gb
 from dqn_jax.config import Config
@@ -23,7 +24,6 @@ BASE = dict(
     hidden_sizes=(16,),
     target_period=100,
 )
-QUIET = dict(progress=False, echo=lambda s: None)
 
 
 def assert_seed_is_its_own_run(multi, s: int, one, exact: bool) -> None:

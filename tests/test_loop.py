@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL
+from helpers import SMALL, arrays, flat_runs
 
 from dqn_jax.config import Config
 from dqn_jax.device_loop import make_train
@@ -77,7 +77,7 @@ def test_termination_is_stored_as_terminal():
 
 
 def leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state.agent.learner.params)]
+    return arrays(state.agent.learner.params)
 
 
 @pytest.mark.slow
@@ -264,7 +264,7 @@ def test_options_never_run_elsewhere_do_what_they_say_through_the_loop():
     )
     trainer = make_train(config)
     initial = jax.jit(trainer.init)(seed_keys(config)[0])
-    w = np.concatenate([np.ravel(x) for x in jax.tree.leaves(initial.agent.learner.params)])
+    w = np.concatenate([x.ravel() for x in arrays(initial.agent.learner.params)])
     assert np.abs(w).max() <= 1.0 and 0.5 < w.std() < 0.65  # U[-1, 1]: std 0.577
     prefilled = jax.jit(trainer.prefill)(initial)
     data = jax.tree.map(np.asarray, prefilled.agent.replay.data)
@@ -275,14 +275,10 @@ def test_options_never_run_elsewhere_do_what_they_say_through_the_loop():
     assert int(agent.replay.size[0]) == stored + config.total_steps  # prefill kept, then the run
     priorities = np.asarray(agent.replay.tree.leaves[0][: stored + config.total_steps])
     assert len(np.unique(priorities)) > 100  # PER: |td| written back, not the insert value
-    online, target = (ravel(p) for p in (agent.learner.params, agent.learner.target_params))
+    online, target = (flat_runs(p)[0] for p in (agent.learner.params, agent.learner.target_params))
     # tau 0.5, the last target update at the final step: halfway between, never a copy
     assert not np.array_equal(online, target)
     assert np.isfinite(np.asarray(agent.stats)).all()
     # TF1 RMSProp's accumulator (started at 1) is what the optimizer state holds
     states = jax.tree.leaves(agent.learner.opt_state, is_leaf=lambda x: hasattr(x, "nu"))
     assert any(hasattr(x, "nu") for x in states)
-
-
-def ravel(params) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(x)[0]) for x in jax.tree.leaves(params)])

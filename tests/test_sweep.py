@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, environ_with_devices
+from helpers import SMALL, environ_with_devices, flat_runs
 
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.run import evaluate_checkpoint, train
@@ -183,8 +183,7 @@ print(json.dumps({"devices": len(r.summary["devices"]), "params": flat.tolist(),
 
 
 def flat_params(result) -> np.ndarray:
-    leaves = jax.tree.leaves(result.state.agent.learner.params)
-    return np.concatenate([np.asarray(x).reshape(x.shape[0], -1) for x in leaves], 1)
+    return flat_runs(result.state.agent.learner.params)
 
 
 @pytest.mark.slow
