@@ -139,12 +139,10 @@ def check_prioritized_update(seed: int = 0, alpha: float = 0.6, eps: float = 0.0
     w = (capacity * p / p.sum()) ** -beta
     weights = w[indices] / w[indices].max()
     sampled = jax.tree.map(lambda x: x[indices], batch)
-    new, td, _ = numpy_step(params, target_params, sampled, weights, "double_q_learning",
-                            "pseudo_huber", LR)  # fmt: skip
+    names = ("double_q_learning", "pseudo_huber")
+    new, td, _ = numpy_step(params, target_params, sampled, weights, *names, LR)
 
-    learner, state, _ = run_update(
-        params, target_params, replay, state, "double_q_learning", "pseudo_huber", beta
-    )
+    learner, state, _ = run_update(params, target_params, replay, state, *names, beta)
     for k in new:
         np.testing.assert_allclose(learner.params[k], new[k], rtol=1e-5, atol=1e-5, err_msg=k)
     want = p.copy()
@@ -169,11 +167,16 @@ def check_store(clip_rewards: bool):
     """What the agent stores for one vector step of four envs: terminated / truncated /
     running / terminated: discount ``gamma * (1 - terminated)``, ``last`` where the episode
     ended, the true next observation, rewards clipped to their sign only if asked."""
+    sizes = dict(num_envs=4, train_every=1, total_steps=100, learning_starts=50, batch_size=4)
     config = Config(
-        env="CartPole-v1", variant="dqn", num_envs=4, train_every=1, total_steps=100,
-        learning_starts=50, batch_size=4, buffer_size=16, num_chunks=1, gamma=0.9,
+        env="CartPole-v1",
+        variant="dqn",
+        **sizes,
+        buffer_size=16,
+        num_chunks=1,
+        gamma=0.9,
         clip_rewards=clip_rewards,
-    )  # fmt: skip
+    )
     agent = make_agent(config, EnvSpec("CartPole-v1", (4,), 2, 500))
     state = agent.init(jax.random.key(0))
     rng = np.random.default_rng(0)
