@@ -72,3 +72,50 @@ def environ_with_devices(count: int) -> dict:
 
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
     return dict(os.environ, XLA_FLAGS=flags.strip())
+
+
+def evaluate_initial(config, change=None):
+    """Greedy (``config.eval_epsilon``-greedy) returns ``f32[eval_episodes]`` of seed 0's
+    initial parameters on ``config``'s backend, after ``change(params, num_actions)`` if given
+    (the network's parameter pytree in, one of the same structure out)."""
+    import jax
+    import numpy as np
+
+    if config.backend == "jax":
+        from dqn_jax.device_loop import make_train
+        from dqn_jax.run import seed_keys
+
+        trainer = make_train(config)
+        params = jax.jit(trainer.init)(seed_keys(config)[0]).agent.learner.params
+        if change is not None:
+            params = change(params, trainer.agent.spec.num_actions)
+        return np.asarray(jax.jit(trainer.evaluate)(params, jax.random.PRNGKey(3)))
+    from jax.flatten_util import ravel_pytree
+
+    from dqn_jax import host_loop as gb
+
+    host = gb.make_host_agent(config)
+    obs = np.zeros((config.num_envs, *host.spec.obs_shape), np.float32)
+    flat = jax.jit(host.init)(jax.random.PRNGKey(0), obs)[0].learner.params
+    if change is not None:
+        flat = ravel_pytree(change(host.agent.unravel(flat), host.spec.num_actions))[0]
+    return gb.evaluate(host, flat, config.eval_episodes, 3, config.eval_epsilon)
+
+
+def constant_policy_params(params, num_actions: int, action: int):
+    """Parameters whose greedy action is ``action`` in every state: every weight 0, the output
+    layer's bias one-hot at ``action``."""
+    import jax
+    import jax.numpy as jnp
+
+    layers = jax.tree.map(jnp.zeros_like, params)["params"]
+    last = max(layers, key=lambda name: int(name.split("_")[-1]))
+    bias = jnp.zeros(num_actions).at[action].set(1.0)
+    return {"params": {**layers, last: {**layers[last], "bias": bias}}}
+
+
+def evaluate_constant_policy(config, action: int):
+    """Greedy returns of the policy that always plays ``action``, on ``config``'s backend."""
+    import functools
+
+    return evaluate_initial(config, functools.partial(constant_policy_params, action=action))

@@ -184,10 +184,13 @@ def test_a_second_identical_cli_run_loads_its_programs_from_the_cache(tmp_path):
     subprocess.run([*argv, "--out", str(tmp_path / "a")], env=env, check=True, capture_output=True)
     entries = sorted(p.name for p in cache.iterdir())
     assert entries, "the first run wrote no cache entries"
-    subprocess.run([*argv, "--out", str(tmp_path / "b")], env=env, check=True, capture_output=True)
+    env_off = {**env, "DQN_JAX_COMPILE_CACHE": "off"}
+    subprocess.run([*argv, "--out", str(tmp_path / "b")], env=env_off, check=True)
+    assert sorted(p.name for p in cache.iterdir()) == entries  # off: nothing written
+    subprocess.run([*argv, "--out", str(tmp_path / "c")], env=env, check=True, capture_output=True)
     assert sorted(p.name for p in cache.iterdir()) == entries  # all hits: nothing new
-    episodes = [(tmp_path / d / "episodes.csv").read_bytes() for d in "ab"]
-    assert episodes[0] == episodes[1]  # cached programs compute the same
+    episodes = [(tmp_path / d / "episodes.csv").read_bytes() for d in "abc"]
+    assert episodes[0] == episodes[1] == episodes[2]  # cached programs compute the same
 
 
 def test_the_host_loop_is_recognised_before_jax_starts(tmp_path):

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 from gymnasium import spaces
+from helpers import evaluate_constant_policy
 
 from dqn_jax import host_loop as gb
 from dqn_jax.agent import act_from_plan, exploration_plan, num_updates
@@ -572,8 +573,6 @@ def test_host_environments_of_two_seeds_and_both_roles_share_no_stream(monkeypat
 def test_evaluation_of_fixed_policies_on_the_counter_env_gives_their_known_returns():
     # Action 0 never terminates: truncated at the limit, 1 + 2 + ... + LIMIT. Action 1
     # terminates at t = TERMINAL_FROM: 1 + 2 + ... + TERMINAL_FROM. No reward after the end.
-    from test_loop import evaluate_constant_policy
-
     config = counter_config(eval_episodes=4)
     np.testing.assert_array_equal(evaluate_constant_policy(config, 0), LIMIT * (LIMIT + 1) / 2)
     want = TERMINAL_FROM * (TERMINAL_FROM + 1) / 2

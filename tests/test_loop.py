@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL, arrays, flat_runs
+from helpers import SMALL, arrays, evaluate_constant_policy, evaluate_initial, flat_runs
 
 from dqn_jax.config import Config
 from dqn_jax.device_loop import make_train
@@ -192,49 +192,12 @@ def test_eval_epsilon_one_evaluates_a_uniform_random_policy_and_zero_stays_greed
     config = config.replace(eval_episodes=64)
 
     def returns(epsilon: float) -> np.ndarray:
-        c = config.replace(eval_epsilon=epsilon)
-        if backend == "jax":
-            trainer = make_train(c)
-            params = jax.jit(trainer.init)(seed_keys(c)[0]).agent.learner.params
-            return np.asarray(jax.jit(trainer.evaluate)(params, jax.random.PRNGKey(3)))
-        from dqn_jax import host_loop as gb
-
-        host = gb.make_host_agent(c)
-        params = jax.jit(host.init)(jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))[0]
-        return gb.evaluate(host, params.learner.params, c.eval_episodes, 3, c.eval_epsilon)
+        return evaluate_initial(config.replace(eval_epsilon=epsilon))
 
     random_policy, greedy = returns(1.0), returns(0.0)
     assert 17 <= random_policy.mean() <= 28, random_policy.mean()
     assert greedy.mean() < 15 or greedy.std() < random_policy.std() / 2, greedy
     assert not np.array_equal(random_policy, greedy)
-
-
-def constant_policy_params(params, action: int, num_actions: int):
-    """Parameters whose greedy action is ``action`` in every state: every weight 0, the output
-    layer's bias one-hot at ``action``."""
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    layers = zeros["params"]
-    last = max(layers, key=lambda name: int(name.split("_")[-1]))
-    bias = jnp.zeros(num_actions).at[action].set(1.0)
-    return {"params": {**layers, last: {**layers[last], "bias": bias}}}
-
-
-def evaluate_constant_policy(config: Config, action: int) -> np.ndarray:
-    """Greedy returns of the policy that always plays ``action``, on ``config``'s backend."""
-    if config.backend == "jax":
-        trainer = make_train(config)
-        params = jax.jit(trainer.init)(seed_keys(config)[0]).agent.learner.params
-        params = constant_policy_params(params, action, trainer.agent.spec.num_actions)
-        return np.asarray(jax.jit(trainer.evaluate)(params, jax.random.PRNGKey(3)))
-    from jax.flatten_util import ravel_pytree
-
-    from dqn_jax import host_loop as gb
-
-    host = gb.make_host_agent(config)
-    obs = np.zeros((config.num_envs, *host.spec.obs_shape), np.float32)
-    flat = jax.jit(host.init)(jax.random.PRNGKey(0), obs)[0].learner.params
-    tree = constant_policy_params(host.agent.unravel(flat), action, host.spec.num_actions)
-    return gb.evaluate(host, ravel_pytree(tree)[0], config.eval_episodes, 3)
 
 
 @pytest.mark.parametrize("backend", ["jax", "gymnasium"])
