@@ -19,11 +19,12 @@ from dqn_jax.config import (
     VARIANT_NAMES,
     Config,
     ConfigError,
+    preset_for,
     preset_values,
     unresolved,
 )
 
-COMMANDS = ("train", "sweep", "eval", "plot", "presets")
+COMMANDS = ("train", "sweep", "tune", "eval", "plot", "presets")
 
 
 def fail(message: str):
@@ -124,7 +125,19 @@ def _train_parser() -> argparse.ArgumentParser:
         add_help=False,
         description="Train a DQN-family agent on a JAX environment, all seeds in one program.",
     )
-    p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of: {', '.join(PRESETS)} (default: the one named after --env if there is "
+        "one, else default)",
+    )
+    p.add_argument(
+        "--preset-file",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="start from the config fields in this file (dqn-jax tune's best_preset.json)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; plain lines")
     p.add_argument(
@@ -158,23 +171,33 @@ def parse_train_args(
     if "-h" in rest or "--help" in rest:
         host.print_help()
         print("\nConfig flags (override the preset):")
-    preset_given = any(a == "--preset" or a.startswith("--preset=") for a in argv)
+    from_file = None if options.preset_file is None else _preset_file(options.preset_file)
+    if from_file is not None and (options.preset is not None or base is not None):
+        fail("--preset-file takes the place of --preset and of a resumed run's config")
+    preset_given = options.preset is not None or from_file is not None
+    env = _flag_value(rest, "--env")
+    options.preset = preset_for(options.preset, env)
+    if not preset_given and options.preset != "default" and base is None:
+        print(f"defaults: preset {options.preset!r}, tuned for --env {env} (dqn-jax presets)")
     try:
         variant = _flag_value(rest, "--variant")
         if variant is not None and variant not in VARIANT_NAMES:
             fail(f"--variant {variant!r} is unknown: must be one of {', '.join(VARIANT_NAMES)}")
         picked = {} if variant is None else {"variant": variant}
-        default = (
-            base
-            if base is not None and not preset_given
-            else unresolved(preset_values(options.preset, **picked))
-        )
+        if from_file is not None:
+            default = unresolved({**from_file, **picked})
+        elif base is not None and not preset_given:
+            default = base
+        else:
+            default = unresolved(preset_values(options.preset, **picked))
     except ConfigError as err:
         fail(err)
     # A resolved default backend ("jax" for CartPole) must not stick to another --env: unless
     # the flags, the preset or a resumed run fix one, the new env picks it ("auto").
     backend_given = any(a == "--backend" or a.startswith("--backend=") for a in rest)
-    fixed = "backend" in PRESETS.get(options.preset, {}) or (base is not None and not preset_given)
+    fixed = "backend" in (from_file or PRESETS.get(options.preset, {})) or (
+        base is not None and not preset_given
+    )
     if not backend_given and not fixed:
         rest = [*rest, "--backend", "auto"]
     config = tyro_config(default, bare_flags_true(rest))
@@ -201,6 +224,27 @@ def bare_flags_true(args: list[str]) -> list[str]:
         if arg in BOOL_FLAGS and (i + 1 == len(args) or args[i + 1].startswith("--")):
             out.append("True")
     return out
+
+
+def _preset_file(path: Path) -> dict:
+    """The fields of a ``--preset-file`` (as in a run's config.json), checked to make a valid
+    config."""
+    import json
+
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        fail(f"--preset-file {path}: not a readable JSON file ({err})")
+    unknown = (
+        sorted(set(values) - {f.name for f in fields(Config)}) if isinstance(values, dict) else []
+    )
+    if not isinstance(values, dict) or unknown:
+        fail(f"--preset-file {path}: expected an object of config fields; unknown: {unknown}")
+    try:
+        Config(**values)
+    except ConfigError as err:
+        fail(f"--preset-file {path}: {err}")
+    return values
 
 
 def _flag_value(args: list[str], flag: str) -> str | None:
@@ -303,6 +347,51 @@ def cmd_sweep(argv: list[str]) -> int:
     return 0
 
 
+def cmd_tune(argv: list[str]) -> int:
+    """``dqn-jax tune --param NAME=[log:]LOW:HIGH [...] --trials N --population P [flags]``."""
+    p = Parser(prog="dqn-jax tune", add_help=False)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=[log:]LOW:HIGH")
+    p.add_argument("--trials", type=int, default=32, help="complete trials to reach (default 32)")
+    p.add_argument("--population", type=int, default=16, help="trials per compiled program")
+    p.add_argument("--sampler", default="tpe", help="tpe | random | qmc (Optuna's)")
+    known, rest = p.parse_known_args(argv)
+    from dqn_jax.agent import SWEEPABLE
+    from dqn_jax.search import SAMPLERS, parse_param, run_search
+
+    if {"-h", "--help"} & set(rest):
+        print("usage: dqn-jax tune --param NAME=[log:]LOW:HIGH [--param ...] [--trials N]")
+        print("       [--population P] [--sampler tpe|random|qmc] [train flags]")
+        print(f"traced (searchable): {', '.join(SWEEPABLE)}; each trial runs --num-seeds seeds;")
+        print("--out holds the study (study.db, resumable) and best_preset.json\n")
+    if not known.param and not ({"-h", "--help"} & set(rest)):
+        raise SystemExit("error: dqn-jax tune needs at least one --param NAME=[log:]LOW:HIGH")
+    config, options = parse_train_args(rest)
+    try:
+        specs = [parse_param(item) for item in known.param]
+        if known.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler {known.sampler!r}: must be one of {', '.join(SAMPLERS)}")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    if config.backend != "jax":
+        raise SystemExit("error: dqn-jax tune runs on the JAX backend only")
+    out = options.out or default_run_dir(config).with_name(
+        default_run_dir(config).name.rsplit("-", 2)[0] + "-tune"
+    )
+    print(f"study directory: {out}")
+    try:
+        run_search(
+            config,
+            specs,
+            out,
+            trials=known.trials,
+            population=known.population,
+            sampler=known.sampler,
+        )
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    return 0
+
+
 def cmd_plot(argv: list[str]) -> int:
     """``dqn-jax plot RUN_DIR``: redraw a run's figures from its saved CSV files."""
     p = Parser(prog="dqn-jax plot", description=cmd_plot.__doc__)
@@ -345,13 +434,23 @@ def cmd_presets(argv: list[str]) -> int:
     from dqn_jax.config import VARIANT_TUNING
 
     Parser(prog="dqn-jax presets", description=cmd_presets.__doc__).parse_args(argv)
+    print(
+        "A preset named after an env id holds that env's tuned defaults: dqn-jax train --env ID "
+        "starts from it unless --preset is given (any other env: default).\n"
+    )
     for name, overrides in PRESETS.items():
-        print(f"{name}:")
+        print(
+            f"{name}:" + ("  (used for --env " + name + ")" if name == overrides.get("env") else "")
+        )
         for key, value in overrides.items():
             print(f"    {key} = {value!r}")
+        groups: dict[str, list[str]] = {}  # variants tuned alike print as one line
         for variant, tuned in VARIANT_TUNING.get(name, {}).items():
-            values = ", ".join(f"{k} = {v!r}" for k, v in tuned.items())
-            print(f"    with --variant {variant}: {values}")
+            groups.setdefault(", ".join(f"{k} = {v!r}" for k, v in tuned.items()), []).append(
+                variant
+            )
+        for values, variants in groups.items():
+            print(f"    with --variant {' | '.join(variants)}: {values}")
     return 0
 
 
@@ -375,20 +474,25 @@ def use_cpu_cores(argv: list[str]) -> None:
     if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
         return
     pre = Parser(add_help=False)
-    pre.add_argument("--preset", default="default")
+    pre.add_argument("--preset", default=None)
+    pre.add_argument("--env", default=None)
     pre.add_argument("--num-seeds", type=int, default=None)
     pre.add_argument("--resume", type=Path, default=None)
     pre.add_argument("--sweep", action="append", default=[])
+    pre.add_argument("--population", type=int, default=16)
     try:
         known, rest = pre.parse_known_args(argv)
     except SystemExit:  # a malformed flag: the command's own parser reports it
         return
     saved = known.resume or (Path(rest[1]) if rest[:1] == ["eval"] and len(rest) > 1 else None)
-    num_seeds = known.num_seeds or PRESETS.get(known.preset, {}).get("num_seeds", 1)
+    preset = PRESETS.get(preset_for(known.preset, known.env), {})
+    num_seeds = known.num_seeds or preset.get("num_seeds", 1)
     if saved is not None and known.num_seeds is None:
         num_seeds = _saved_num_seeds(saved) or num_seeds
     for item in known.sweep:  # a sweep runs every grid point x num_seeds
         num_seeds *= max(len(item.partition("=")[2].split(",")), 1)
+    if rest[:1] == ["tune"]:  # a search runs its population x num_seeds
+        num_seeds *= max(known.population, 1)
     n = cpu_devices_for(max(num_seeds, 1))
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
@@ -401,7 +505,7 @@ def runs_host_loop(argv: list[str]) -> bool:
     """Whether ``dqn-jax train argv`` runs the gymnasium backend (from ``--backend``, ``--env``,
     ``--preset`` or a resumed run's saved config), decided without starting JAX."""
     pre = Parser(add_help=False)
-    pre.add_argument("--preset", default="default")
+    pre.add_argument("--preset", default=None)
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env", default=None)
     pre.add_argument("--resume", default=None)
@@ -416,7 +520,7 @@ def runs_host_loop(argv: list[str]) -> bool:
             return read_run_config(known.resume).get("backend") == "gymnasium"
         except ConfigError:
             return False
-    preset = PRESETS.get(known.preset, {})
+    preset = PRESETS.get(preset_for(known.preset, known.env), {})
     from dqn_jax.envs import resolve_backend
 
     env = known.env or preset.get("env", "CartPole-v1")
@@ -521,16 +625,19 @@ def main(argv: list[str] | None = None) -> int:
         print(exit_.code, file=sys.stderr)
         return 2
     use_compile_cache(cache)
-    train = not argv or argv[0] not in ("sweep", "eval", "plot", "presets")
+    train = not argv or argv[0] not in ("sweep", "tune", "eval", "plot", "presets")
     if train and runs_host_loop(argv):
         tune_for_host_loop()
     else:  # the host loop runs on one device
         use_cpu_cores(argv)
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: dqn-jax [train|sweep|eval|plot|presets] [flags]   (no command = train)\n")
+        print(
+            "usage: dqn-jax [train|sweep|tune|eval|plot|presets] [flags]   (no command = train)\n"
+        )
         print("  train    train an agent (dqn-jax train --help for every flag)")
         print("           --resume RUN_DIR continues a run from its latest checkpoint")
         print("  sweep    dqn-jax sweep --sweep lr=1e-4,1e-3 [--sweep ...] [train flags]")
+        print("  tune     dqn-jax tune --param lr=log:1e-4:1e-2 [...] --trials N --population P")
         print("  eval     dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]")
         print("  plot     dqn-jax plot RUN_DIR: redraw the figures from the saved CSV files")
         print("  presets  list the named presets")
@@ -538,7 +645,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  compilation cache (default $XDG_CACHE_HOME/dqn-jax/jax; or {COMPILE_CACHE_ENV})")
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    handlers = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "plot": cmd_plot}
+    handlers = {
+        "train": cmd_train,
+        "sweep": cmd_sweep,
+        "tune": cmd_tune,
+        "eval": cmd_eval,
+        "plot": cmd_plot,
+    }
     try:
         return {**handlers, "presets": cmd_presets}[command](argv)
     except ConfigError as err:  # includes RunDirError: a missing or damaged run directory

@@ -31,7 +31,7 @@ Exploration = Literal["", "linear", "exponential", "none"]
 InitScheme = Literal["lecun", "notebook"]
 PriorityRule = Literal["max", "td"]
 Backend = Literal["auto", "jax", "gymnasium"]
-Network = Literal["mlp", "nature_cnn"]
+Network = Literal["mlp", "nature_cnn", "minatar_cnn"]
 VARIANT_NAMES = get_args(VariantName)
 LOSS_NAMES = get_args(LossName)[1:]
 OPTIMIZERS = get_args(Optimizer)
@@ -127,13 +127,15 @@ class Config:
 
     network: Network = "mlp"
     """mlp (``hidden_sizes``) | nature_cnn (Mnih et al. 2015, for stacked image frames
-    ``[C, H, W]`` with H, W >= 36, e.g. Atari's ``[4, 84, 84]``)."""
+    ``[C, H, W]`` with H, W >= 36, e.g. Atari's ``[4, 84, 84]``) | minatar_cnn (Young & Tian
+    2019: conv 16 3x3, dense 128, for MinAtar's ``[10, 10, C]`` grids)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the Q-network MLP."""
     init_scheme: InitScheme = "lecun"
     """lecun (flax default) | notebook (weights uniform in [-1, 1])."""
     layer_norm: bool = False
-    """MLP: LayerNorm after each hidden layer's dense, before its ReLU (PQN's network)."""
+    """LayerNorm before each hidden ReLU: after each dense of the MLP (PQN's network), after
+    each conv (over channels) and the dense of a CNN (PQN's MinAtar network). Not for iqn."""
 
     n_step: int = 0
     """Transitions span up to this many steps (reward sum ``sum_k gamma**k r_k``, bootstrap
@@ -446,8 +448,8 @@ def _check_pqn_flags(c: Config) -> None:
     _at_least("num_minibatches", c.num_minibatches, 1)
     if not c.reward_scale > 0 or math.isinf(c.reward_scale):
         _fail("reward_scale", c.reward_scale, "must be a finite number > 0")
-    if c.layer_norm and (c.network != "mlp" or c.variant == "iqn"):
-        _fail("layer_norm", True, "applies to the MLP of network='mlp' (not to iqn's network)")
+    if c.layer_norm and c.variant == "iqn":
+        _fail("layer_norm", True, "iqn's network has no LayerNorm option")
     if not _on_policy(c.variant):
         for name in ("num_epochs", "num_minibatches"):
             if getattr(c, name) != 1:
@@ -645,6 +647,127 @@ PRESETS["nature-dqn"] = dict(
 )
 
 
+# purejaxql's pqn_minatar.yaml at the 1M-step budget of its row in the PQN issue: 128 envs x 32
+# steps per rollout, 244 rollouts, 2 epochs x 32 minibatches of 128, the MinAtar CNN with
+# LayerNorm, RAdam 5e-4 decayed linearly over the run, global-norm clip 10, lambda 0.65,
+# epsilon 1 -> 0.05 over 10% of the run (its EPS_DECAY, with its decay horizon set to the run).
+# Not purejaxql's: He-normal weights there, LeCun-normal here; episode ends follow the
+# project's contract; epsilon moves every vector step, not once per rollout.
+PRESETS["purejaxql-minatar"] = dict(
+    env="Breakout-MinAtar",
+    backend="jax",
+    variant="pqn",
+    total_steps=244 * 4096,
+    num_envs=128,
+    train_every=4096,
+    num_epochs=2,
+    num_minibatches=32,
+    learning_starts=0,
+    network="minatar_cnn",
+    layer_norm=True,
+    optimizer="radam",
+    lr=5e-4,
+    anneal_lr=True,
+    max_grad_norm=10.0,
+    gamma=0.99,
+    q_lambda=0.65,
+    loss="half_squared",
+    exploration="linear",
+    eps_start=1.0,
+    eps_end=0.05,
+    eps_duration=int(0.1 * 244 * 4096),
+    num_chunks=4,
+)
+
+# Tuned defaults per task: ``dqn-jax train --env ID`` without ``--preset`` starts from the
+# preset named ``ID`` where there is one (as rl-zoo ships a hyperparameter file per task), else
+# from "default" (tuned on CartPole-v1). Chosen by ``experiments/tune.py`` on seeds that no
+# reported result uses; the searches and their scores are in ``results/tuning/``.
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "SpaceInvaders")
+# Picked by `experiments/tune.py CartPole-v1` (results/tuning/CartPole-v1.md): the default
+# agent with a shorter epsilon schedule and a faster target, to solve within 50k steps. What
+# `dqn-jax train --env CartPole-v1` starts from; a bare `dqn-jax train` keeps "default".
+PRESETS["CartPole-v1"] = {
+    **PRESETS["default"],
+    "total_steps": 50_000,
+    "lr": 3e-3,
+    "eps_duration": 5_000,
+    "target_period": 100,
+}
+
+# Picked by `experiments/tune.py Acrobot-v1` (results/tuning/Acrobot-v1.md): rl-zoo's widths,
+# batch and replay size with the search's lr and target period.
+PRESETS["Acrobot-v1"] = {
+    **PRESETS["default"],
+    "env": "Acrobot-v1",
+    "total_steps": 100_000,
+    "hidden_sizes": (256, 256),
+    "batch_size": 128,
+    "buffer_size": 50_000,
+    "lr": 1.5e-3,
+    "target_period": 250,
+    "eps_end": 0.1,
+    "eps_duration": 12_000,
+}
+
+# Picked by `experiments/tune.py MountainCar-v0` (results/tuning/MountainCar-v0.md): rl-zoo's
+# tuned SB3 DQN settings (2 x 256, batch 128, replay 10k, an update per 2 env steps, target
+# every 600 steps, epsilon to 0.07 over 24k) with the lr and gamma the search chose.
+PRESETS["MountainCar-v0"] = {
+    **PRESETS["default"],
+    "env": "MountainCar-v0",
+    "total_steps": 120_000,
+    "hidden_sizes": (256, 256),
+    "batch_size": 128,
+    "buffer_size": 10_000,
+    "train_every": 2,
+    "lr": 1e-3,
+    "gamma": 0.99,
+    "target_period": 600,
+    "eps_end": 0.07,
+    "eps_duration": 24_000,
+}
+
+# The LunarLander-v3 command of the README (one seed reached a greedy 260.9 at 200k steps):
+# wider layers, a slower target and a longer epsilon schedule than CartPole's. Not searched.
+PRESETS["LunarLander-v3"] = {
+    **PRESETS["default"],
+    "env": "LunarLander-v3",
+    "total_steps": 200_000,
+    "hidden_sizes": (128, 128),
+    "lr": 1e-3,
+    "target_period": 1_000,
+    "eps_duration": 50_000,
+}
+
+# The MinAtar ids: gymnax's (``Breakout-MinAtar``: no sticky actions, 1,000-step cap, the JAX
+# backend) and the minatar package's (``MinAtar/Breakout-v1``: sticky actions 0.1, no cap, the
+# Gymnasium backend), the same agent on both.
+MINATAR_IDS = tuple(
+    env_id for game in MINATAR_GAMES for env_id in (f"{game}-MinAtar", f"MinAtar/{game}-v1")
+)
+for _env_id in MINATAR_IDS:
+    # purejaxql-minatar's agent on rollouts of 125 envs x 32 steps, so that a budget in
+    # millions of steps is a whole number of rollouts.
+    PRESETS[_env_id] = {
+        **{k: v for k, v in PRESETS["purejaxql-minatar"].items() if k != "backend"},
+        "env": _env_id,
+        "total_steps": 1_000_000,
+        "num_envs": 125,
+        "train_every": 4000,
+        "eps_duration": 100_000,
+        "num_chunks": 10,
+    }
+
+
+def preset_for(preset: str | None, env: str | None) -> str:
+    """The preset a run starts from: ``preset`` when one is given, else the tuned preset named
+    after ``env`` if there is one, else ``"default"``."""
+    if preset is not None:
+        return preset
+    return env if env in PRESETS and env is not None else "default"
+
+
 # Per-variant values for a preset's task, applied over the preset when a run picks that variant
 # (``from_preset(name, variant=V)``, ``dqn-jax train --preset name --variant V``); the flags
 # still override them. Tuned here on CartPole-v1 (see the README's results).
@@ -687,6 +810,42 @@ VARIANT_TUNING: dict[str, dict[str, dict]] = {
         ),
     },
 }
+
+
+# The replay variants on MinAtar: the MinAtar paper's DQN (replay 100k, batch 32, Huber, epsilon
+# 1 -> 0.1 over 100k steps, replay start 5k, gamma 0.99) with Adam instead of RMSProp, 4 envs
+# and an update every 4 env steps (the paper's every step would be 4x the updates).
+MINATAR_REPLAY = dict(
+    num_envs=4,
+    train_every=4,
+    num_epochs=1,
+    num_minibatches=1,
+    layer_norm=False,
+    buffer_size=100_000,
+    batch_size=32,
+    learning_starts=5_000,
+    target_period=4_000,
+    optimizer="adam",
+    lr=2.5e-4,
+    max_grad_norm=0.0,
+    loss="huber",
+    eps_end=0.1,
+    eps_duration=100_000,
+)
+for _task in ("Acrobot-v1", "MountainCar-v0", "LunarLander-v3"):
+    VARIANT_TUNING[_task] = VARIANT_TUNING["default"]
+# The CartPole-v1 preset was tuned for ddqn only: every other variant keeps the default
+# preset's budget, schedule and its own tuning.
+_DEFAULT_SCHEDULE = {
+    k: PRESETS["default"][k] for k in ("total_steps", "eps_duration", "target_period")
+}
+VARIANT_TUNING["CartPole-v1"] = {
+    v: {**_DEFAULT_SCHEDULE, **VARIANT_TUNING["default"].get(v, {})}
+    for v in VARIANT_NAMES
+    if v != "ddqn"
+}
+for _env_id in MINATAR_IDS:
+    VARIANT_TUNING[_env_id] = {v: MINATAR_REPLAY for v in VARIANT_NAMES if v != "pqn"}
 
 
 def preset_values(name: str = "default", **overrides) -> dict:

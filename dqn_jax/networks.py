@@ -122,18 +122,25 @@ def _output(
     num_actions: int,
     num_outputs: int | None,
     dueling: bool,
+    layer_norm: bool = False,
 ) -> jax.Array:
     """The layers after the shared features ``x f32[..., d]``: hidden layers of widths
-    ``streams`` (ReLU), then the output ``f32[..., A(, m)]``. Dueling: a value and an advantage
-    stream, each with its own ``streams`` hidden layers, combined by :func:`dueling_combine`."""
+    ``streams`` (ReLU; a LayerNorm before it with ``layer_norm``), then the output
+    ``f32[..., A(, m)]``. Dueling: a value and an advantage stream, each with its own
+    ``streams`` hidden layers, combined by :func:`dueling_combine`."""
+
+    def hidden(width: int, h: jax.Array, name: str | None = None) -> jax.Array:
+        h = layer(width, h, name)
+        return nn.relu(nn.LayerNorm()(h) if layer_norm else h)
+
     if not dueling:
         for width in streams:
-            x = nn.relu(layer(width, x))
+            x = hidden(width, x)
         return _action_outputs(layer, x, num_actions, num_outputs)
     v, a = x, x
     for i, width in enumerate(streams):
-        v = nn.relu(layer(width, v, f"value_hidden_{i}"))
-        a = nn.relu(layer(width, a, f"advantage_hidden_{i}"))
+        v = hidden(width, v, f"value_hidden_{i}")
+        a = hidden(width, a, f"advantage_hidden_{i}")
     value = _action_outputs(layer, v, 1, num_outputs, "value")
     advantage = _action_outputs(layer, a, num_actions, num_outputs, "advantage")
     return dueling_combine(value, advantage, -1 if num_outputs is None else -2)
@@ -143,13 +150,32 @@ def _flat(obs: jax.Array) -> jax.Array:
     return obs.reshape((obs.shape[0], -1)).astype(jnp.float32)
 
 
-def _nature_convs(obs: jax.Array) -> jax.Array:
+def _nature_convs(obs: jax.Array, layer_norm: bool = False) -> jax.Array:
     """``obs uint8[B, S, 84, 84] -> f32[B, 3136]``: pixels to [0, 1] in NHWC (frames become
-    channels), conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1 (``VALID``, ReLU), flattened."""
+    channels), conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1 (``VALID``, ReLU; a LayerNorm over
+    channels before each ReLU with ``layer_norm``), flattened."""
     x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
     for features, size, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
-        x = nn.relu(nn.Conv(features, (size, size), strides=(stride, stride), padding="VALID")(x))
+        x = nn.Conv(features, (size, size), strides=(stride, stride), padding="VALID")(x)
+        x = nn.relu(nn.LayerNorm()(x) if layer_norm else x)
     return x.reshape((x.shape[0], -1))
+
+
+def _minatar_conv(obs: jax.Array, layer_norm: bool = False) -> jax.Array:
+    """``obs [B, H, W, C] -> f32[B, 16 (H - 2) (W - 2)]`` (1024 for MinAtar's 10 x 10): the
+    channels-last grid of 0/1 cells (bool or float), one conv 16 3x3/1 (``VALID``, ReLU; a
+    LayerNorm over channels before it with ``layer_norm``), flattened (Young & Tian 2019)."""
+    x = nn.Conv(16, (3, 3), strides=(1, 1), padding="VALID")(obs.astype(jnp.float32))
+    x = nn.relu(nn.LayerNorm()(x) if layer_norm else x)
+    return x.reshape((x.shape[0], -1))
+
+
+# Each image network: its conv torso, the width of the hidden dense layer after it, and the
+# observations it takes (``[C, H, W]`` frames or ``[H, W, C]`` grids, the smallest H and W).
+CONV_TORSOS: dict[str, tuple[Callable, int, str, int]] = {
+    "nature_cnn": (_nature_convs, 512, "[C, H, W]", 36),
+    "minatar_cnn": (_minatar_conv, 128, "[H, W, C]", 3),
+}
 
 
 class MLPQNetwork(nn.Module):
@@ -183,33 +209,42 @@ class MLPQNetwork(nn.Module):
         return _output(layer, (), x, self.num_actions, self.num_outputs, self.dueling)
 
 
-class NatureQNetwork(nn.Module):
-    """The Nature DQN network (Mnih et al., 2015): ``obs uint8[B, S, 84, 84] -> Q f32[B, A]``
-    (``f32[B, A, num_outputs]`` with ``num_outputs``).
+class ConvQNetwork(nn.Module):
+    """An image Q-network: ``obs -> Q f32[B, A]`` (``f32[B, A, num_outputs]`` with
+    ``num_outputs``), a conv torso of :data:`CONV_TORSOS`, one hidden dense layer (ReLU), the
+    output. Flax's default initializers (LeCun normal weights, zero biases).
 
-    ``S`` stacked frames come first (as ``gymnasium.wrappers.FrameStackObservation`` gives them);
-    pixels are scaled from ``[0, 255]`` to ``[0, 1]`` float32 and moved to NHWC (frames become
-    channels). Then conv 32 8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1 (all
-    ``VALID``: 84 -> 20 -> 9 -> 7), dense 512, dense ``num_actions``, ReLU after all but the
-    last. Flax's default initializers (LeCun normal weights, zero biases). 1,687,206 parameters
-    for 6 actions and 4 frames.
+    ``torso="nature_cnn"``: the Nature DQN network (Mnih et al., 2015) for ``uint8[B, S, 84,
+    84]``, ``S`` stacked frames first (as ``gymnasium.wrappers.FrameStackObservation`` gives
+    them); pixels are scaled from ``[0, 255]`` to ``[0, 1]`` float32 and moved to NHWC (frames
+    become channels). Then conv 32 8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1 (all
+    ``VALID``: 84 -> 20 -> 9 -> 7), dense 512. 1,687,206 parameters for 6 actions and 4 frames.
+    ``torso="minatar_cnn"``: the MinAtar network (Young & Tian 2019) for ``[B, 10, 10, C]``
+    grids: conv 16 3x3 stride 1 (``VALID``), dense 128.
 
     ``noisy``: the dense layers (not the convs) are :class:`NoisyDense`, as in Rainbow.
-    ``dueling``: a value and an advantage stream, each dense 512 + ReLU then its output layer,
-    combined as ``V + A - mean_a A`` (Wang et al. 2016).
+    ``dueling``: a value and an advantage stream, each its hidden dense layer + ReLU then its
+    output layer, combined as ``V + A - mean_a A`` (Wang et al. 2016). ``layer_norm``: a
+    LayerNorm before every ReLU (over channels after a conv), as in PQN's MinAtar and Atari
+    networks.
     """
 
     num_actions: int
+    torso: str = "nature_cnn"
     dueling: bool = False
     noisy: bool = False
     sigma0: float = 0.5
     num_outputs: int | None = None
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        convs, width, _, _ = CONV_TORSOS[self.torso]
         layer = _layer_fn(self.noisy, self.sigma0, nn.initializers.lecun_normal(), key)
-        x = _nature_convs(obs)
-        return _output(layer, (512,), x, self.num_actions, self.num_outputs, self.dueling)
+        x = convs(obs, self.layer_norm)
+        return _output(
+            layer, (width,), x, self.num_actions, self.num_outputs, self.dueling, self.layer_norm
+        )
 
 
 def midpoint_taus(batch: int, num_taus: int) -> jax.Array:
@@ -233,8 +268,9 @@ class IQNNetwork(nn.Module):
     layer named ``tau_embedding``), then go through the last layers, per fraction.
     ``torso="mlp"``: all ``hidden_sizes`` but the last (none: the flattened obs is ``psi``),
     then after the merge the last hidden layer (ReLU) and the output, as in
-    :class:`MLPQNetwork`. ``torso="nature_cnn"``: the three Nature convs (``d = 3136``), then
-    after the merge dense 512 (ReLU) and the output, as in :class:`NatureQNetwork`.
+    :class:`MLPQNetwork`. ``torso`` a :data:`CONV_TORSOS` name: its convs (``d = 3136`` for
+    ``nature_cnn``), then after the merge its hidden dense layer (ReLU) and the output, as in
+    :class:`ConvQNetwork`.
     ``dueling``, ``noisy`` shape the post-merge layers as in those networks; ``noisy`` also
     makes the MLP torso's dense layers noisy (never the embedding nor the convs).
     ``init_scheme`` sets the plain dense layers' weights.
@@ -256,8 +292,8 @@ class IQNNetwork(nn.Module):
         k_tau, k_noise = (None, None) if key is None else jax.random.split(key)
         kernel_init = _kernel_init(self.init_scheme)
         layer = _layer_fn(self.noisy, self.sigma0, kernel_init, k_noise)
-        mlp = self.torso != "nature_cnn"
-        psi = _flat(obs) if mlp else _nature_convs(obs)
+        mlp = self.torso not in CONV_TORSOS
+        psi = _flat(obs) if mlp else CONV_TORSOS[self.torso][0](obs)
         for size in self.hidden_sizes[:-1] if mlp else ():
             psi = nn.relu(layer(size, psi))
         batch = obs.shape[0]
@@ -269,7 +305,7 @@ class IQNNetwork(nn.Module):
         h = psi[:, None, :] * nn.relu(embedding(cosine_features(taus, self.num_cosines)))
         for size in self.hidden_sizes[-1:] if mlp else ():
             h = nn.relu(layer(size, h))
-        streams = () if mlp else (512,)
+        streams = () if mlp else (CONV_TORSOS[self.torso][1],)
         quantiles = _output(layer, streams, h, self.num_actions, None, self.dueling)
         return quantiles, taus
 
@@ -278,24 +314,30 @@ _NUM_OUTPUTS_FIELD = {"categorical": "num_atoms", "quantile": "num_quantiles"}
 
 
 def make_network(config, num_actions: int, obs_shape: tuple[int, ...]) -> nn.Module:
-    """The config's Q-network: ``mlp`` (``hidden_sizes``, ``init_scheme``) or ``nature_cnn``
-    (for ``[C, H, W]`` frames with ``H, W >= 36``; ``ValueError`` otherwise), shaped by
-    ``dueling``, ``noisy`` (``noisy_sigma0``) and the variant's head: ``num_atoms`` outputs per
-    action for ``categorical``, ``num_quantiles`` for ``quantile``, an :class:`IQNNetwork` for
-    ``iqn``, else one Q-value per action."""
-    cnn = config.network == "nature_cnn"
-    if cnn and (len(obs_shape) != 3 or min(obs_shape[1:]) < 36):
-        raise ValueError(
-            f"network='nature_cnn' needs observations [C, H, W] with H, W >= 36; "
-            f"{config.env!r} gives {list(obs_shape)}"
-        )
+    """The config's Q-network: ``mlp`` (``hidden_sizes``, ``init_scheme``) or a
+    :data:`CONV_TORSOS` network (``nature_cnn`` for ``[C, H, W]`` frames with ``H, W >= 36``,
+    ``minatar_cnn`` for ``[H, W, C]`` grids; ``ValueError`` for other observations), shaped by
+    ``dueling``, ``noisy`` (``noisy_sigma0``), ``layer_norm`` and the variant's head:
+    ``num_atoms`` outputs per action for ``categorical``, ``num_quantiles`` for ``quantile``,
+    an :class:`IQNNetwork` for ``iqn``, else one Q-value per action."""
+    cnn = config.network in CONV_TORSOS
+    if cnn:
+        _, _, layout, smallest = CONV_TORSOS[config.network]
+        spatial = obs_shape[1:] if layout == "[C, H, W]" else obs_shape[:2]
+        if len(obs_shape) != 3 or min(spatial) < smallest:
+            raise ValueError(
+                f"network={config.network!r} needs observations {layout} with H, W >= "
+                f"{smallest}; {config.env!r} gives {list(obs_shape)}"
+            )
     options = dict(dueling=config.dueling, noisy=config.noisy, sigma0=config.noisy_sigma0)
     mlp = dict(hidden_sizes=config.hidden_sizes, init_scheme=config.init_scheme)
     head = VARIANTS[config.variant].head
     if head == "iqn":
-        return IQNNetwork(num_actions, **(dict(torso="nature_cnn") if cnn else mlp), **options)
+        torso = dict(torso=config.network) if cnn else mlp
+        return IQNNetwork(num_actions, **torso, **options)
     field = _NUM_OUTPUTS_FIELD.get(head)
     options["num_outputs"] = None if field is None else getattr(config, field)
+    options["layer_norm"] = config.layer_norm
     if cnn:
-        return NatureQNetwork(num_actions, **options)
-    return MLPQNetwork(num_actions, **mlp, layer_norm=config.layer_norm, **options)
+        return ConvQNetwork(num_actions, torso=config.network, **options)
+    return MLPQNetwork(num_actions, **mlp, **options)

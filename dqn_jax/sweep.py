@@ -50,19 +50,25 @@ def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def expand(config: Config, grid: Mapping[str, Sequence[float]]):
-    """``(run_config, table, points)`` for a sweep of ``grid`` x ``config.num_seeds`` seeds.
-
-    ``run_config`` has ``num_seeds = points * seeds`` (one entry per run); ``table`` maps each
-    swept name to ``f32[runs]``; each point is validated as a config of its own, so a bad value
-    fails with the usual message before anything compiles.
-    """
-    points = grid_points(grid)
+def expand_points(config: Config, points: Sequence[Mapping[str, float]]):
+    """``(run_config, table)`` for ``points`` (each a value per traced name, all with the same
+    names) x ``config.num_seeds`` seeds: ``run_config`` has ``num_seeds = points * seeds`` (one
+    entry per run), ``table`` maps each name to ``f32[runs]``. Each point is validated as a
+    config of its own, so a bad value fails with the usual message before anything compiles."""
     for point in points:
         config.replace(**{k: _as_field(config, k, v) for k, v in point.items()})
     seeds = config.num_seeds
-    table = {name: np.repeat([p[name] for p in points], seeds).astype(np.float32) for name in grid}
-    return config.replace(num_seeds=len(points) * seeds), table, points
+    names = list(points[0]) if points else []
+    table = {name: np.repeat([p[name] for p in points], seeds).astype(np.float32) for name in names}
+    return config.replace(num_seeds=len(points) * seeds), table
+
+
+def expand(config: Config, grid: Mapping[str, Sequence[float]]):
+    """``(run_config, table, points)`` for a sweep of ``grid`` x ``config.num_seeds`` seeds
+    (:func:`expand_points` of the grid's points)."""
+    points = grid_points(grid)
+    run_config, table = expand_points(config, points)
+    return run_config, table, points
 
 
 def saved_sweep(run_dir: str | Path, config: Config) -> tuple[dict[str, np.ndarray], int]:
@@ -90,6 +96,35 @@ def _as_field(config: Config, name: str, value: float):
     return int(value) if isinstance(getattr(config, name), int) else value
 
 
+def train_points(
+    config: Config,
+    points: Sequence[Mapping[str, float]],
+    run_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    echo=print,
+    devices=None,
+):
+    """Train ``points`` x ``config.num_seeds`` seeds as one compiled program (every point sees
+    the same seeds); ``(result, finals f32[points, seeds])``, ``finals`` the mean final greedy
+    evaluation return of each run. ``run_dir``: the usual run directory, or None for none."""
+    from dqn_jax.device_loop import make_train
+    from dqn_jax.run import train
+
+    if config.eval_episodes < 1:
+        raise ConfigError(
+            f"a sweep or search needs --eval-episodes >= 1 (got {config.eval_episodes}): it "
+            "compares its points by their final greedy evaluation return"
+        )
+    seeds = config.num_seeds
+    run_config, table = expand_points(config, points)
+    trainer = make_train(run_config, sweep_table=table, seeds_per_point=seeds)
+    result = train(
+        run_config, run_dir, trainer=trainer, progress=progress, echo=echo, devices=devices
+    )
+    return result, result.eval_returns.mean(axis=1).reshape(len(points), seeds)
+
+
 def run_sweep(
     config: Config,
     grid: Mapping[str, Sequence[float]],
@@ -105,21 +140,12 @@ def run_sweep(
     ``sweep.json`` (points, seeds, per-run final evals) and ``sweep_table.txt``.
     """
     from dqn_jax import stats
-    from dqn_jax.device_loop import make_train
-    from dqn_jax.run import train
 
-    if config.eval_episodes < 1:
-        raise ConfigError(
-            f"--sweep needs --eval-episodes >= 1 (got {config.eval_episodes}): the sweep's table "
-            "compares the points by their final greedy evaluation return"
-        )
+    points = grid_points(grid)
     seeds = config.num_seeds
-    run_config, table, points = expand(config, grid)
-    trainer = make_train(run_config, sweep_table=table, seeds_per_point=seeds)
-    result = train(
-        run_config, run_dir, trainer=trainer, progress=progress, echo=echo, devices=devices
+    result, finals = train_points(
+        config, points, run_dir, progress=progress, echo=echo, devices=devices
     )
-    finals = result.eval_returns.mean(axis=1).reshape(len(points), seeds)
     threshold = SOLVED_AT.get(config.env)
     rows = {}
     for point, scores in zip(points, finals, strict=True):

@@ -10,12 +10,12 @@ import pytest
 from dqn_jax import frame_replay as fr
 from dqn_jax import sumtree
 from dqn_jax.envs import atari
-from dqn_jax.networks import NatureQNetwork
+from dqn_jax.networks import ConvQNetwork
 from dqn_jax.replay import Transition, example_transition
 
 
 def test_nature_network_shape_dtype_and_parameter_count():
-    net = NatureQNetwork(num_actions=6)
+    net = ConvQNetwork(num_actions=6)
     obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), np.uint8))
     # Shapes without running the (slow to compile) random initializers.
     shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), obs)

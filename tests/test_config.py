@@ -7,7 +7,15 @@ before anything compiles)."""
 import pytest
 
 from dqn_jax.cli import parse_train_args
-from dqn_jax.config import PRESETS, Config, ConfigError, from_preset
+from dqn_jax.config import (
+    MINATAR_IDS,
+    PRESETS,
+    VARIANT_TUNING,
+    Config,
+    ConfigError,
+    from_preset,
+    preset_for,
+)
 from dqn_jax.envs import prepare
 
 
@@ -29,6 +37,7 @@ from dqn_jax.envs import prepare
         ({"learning_starts": 10, "batch_size": 64}, r"learning_starts=10 .*>= batch_size \(64\)"),
         ({"hidden_sizes": (64, 0)}, r"hidden_sizes=\(64, 0\)"),
         ({"num_seeds": 0}, r"num_seeds=0 is invalid: must be >= 1"),
+        ({"variant": "iqn", "layer_norm": True}, r"layer_norm=True .*iqn's network has no Layer"),
         ({"terminal_on_life_loss": True}, r"terminal_on_life_loss=True .*only applies to ALE/"),
         (
             {"optimizer": "sgd"},
@@ -99,6 +108,56 @@ def test_presets_are_valid_and_derived_counts():
     assert (c.vector_steps_per_iteration, c.updates_per_iteration) == (1, 4)
     with pytest.raises(ConfigError, match="preset='nope'"):
         from_preset("nope")
+
+
+def test_every_preset_builds_every_variant_it_tunes():
+    for name, tuned in VARIANT_TUNING.items():
+        for variant in tuned:
+            assert from_preset(name, variant=variant).variant == variant
+
+
+def test_env_picks_its_tuned_preset_unless_a_preset_is_given(capsys):
+    config, options = parse_train_args(["--env", "Breakout-MinAtar", "--lr", "1e-3"])
+    assert options.preset == "Breakout-MinAtar"
+    assert (config.variant, config.network, config.layer_norm) == ("pqn", "minatar_cnn", True)
+    assert (config.lr, config.num_envs, config.total_steps) == (1e-3, 125, 1_000_000)
+    assert "defaults: preset 'Breakout-MinAtar'" in capsys.readouterr().out
+    # A replay variant on the same env gets the env's values for it, not PQN's rollout.
+    config, _ = parse_train_args(["--env", "Asterix-MinAtar", "--variant", "ddqn"])
+    assert (config.variant, config.network, config.num_envs) == ("ddqn", "minatar_cnn", 4)
+    assert (config.num_epochs, config.batch_size, config.loss) == (1, 32, "huber")
+    capsys.readouterr()
+    # --preset wins; an env without a tuned preset gets "default".
+    config, options = parse_train_args(["--preset", "default", "--env", "Breakout-MinAtar"])
+    assert (options.preset, config.network, config.variant) == ("default", "mlp", "ddqn")
+    config, options = parse_train_args(["--env", "MountainCar-v0", "--num-seeds", "8"])
+    assert (config.hidden_sizes, config.buffer_size, config.num_seeds) == ((256, 256), 10_000, 8)
+    config, options = parse_train_args(["--env", "CartPole-v1"])  # tuned for ddqn at 50k
+    assert (options.preset, config.total_steps, config.target_period) == (
+        "CartPole-v1",
+        50_000,
+        100,
+    )
+    config, _ = parse_train_args(["--env", "CartPole-v1", "--variant", "c51"])
+    assert config == prepare(from_preset("default", variant="c51"))[0]  # default's own
+    capsys.readouterr()
+    config, options = parse_train_args(["--env", "CartPole-v0"])
+    assert options.preset == "default" and config.env == "CartPole-v0"
+    assert "defaults:" not in capsys.readouterr().out
+    assert (preset_for(None, None), preset_for("notebook", "Breakout-MinAtar")) == (
+        "default",
+        "notebook",
+    )
+
+
+def test_minatar_presets_are_the_purejaxql_work_on_whole_rollouts():
+    ref = from_preset("purejaxql-minatar")
+    assert (ref.env_steps_per_iteration, ref.num_iterations) == (4096, 244)
+    assert ref.updates_per_iteration == 2 * 32
+    for env_id in MINATAR_IDS:
+        c = from_preset(env_id)
+        assert c.env == env_id and c.num_iterations == 250
+        assert c.train_every // c.num_minibatches == 125  # minibatches of 125 (theirs: 128)
 
 
 def test_rmsprop_centered_is_optax_centered_rmsprop():

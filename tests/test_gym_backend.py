@@ -577,3 +577,27 @@ def test_evaluation_of_fixed_policies_on_the_counter_env_gives_their_known_retur
     np.testing.assert_array_equal(evaluate_constant_policy(config, 0), LIMIT * (LIMIT + 1) / 2)
     want = TERMINAL_FROM * (TERMINAL_FROM + 1) / 2
     np.testing.assert_array_equal(evaluate_constant_policy(config, 1), want)
+
+
+@pytest.mark.slow
+def test_minatar_ids_are_the_original_protocol_with_the_gymnax_shapes():
+    """``MinAtar/Breakout-v1`` (the minatar package): sticky actions 0.1 and no step cap, where
+    gymnax's ``Breakout-MinAtar`` has neither; the same grid and minimal action set, so one
+    network (and its parameters) serves both protocols."""
+    from dqn_jax.config import from_preset
+    from dqn_jax.envs.jax_envs import env_spec
+
+    host, device = gym_envs.gymnasium_env_spec("MinAtar/Breakout-v1"), env_spec("Breakout-MinAtar")
+    assert (host.obs_shape, host.num_actions) == (device.obs_shape, device.num_actions)
+    assert (host.obs_shape, host.num_actions) == ((10, 10, 4), 3)
+    assert (host.max_episode_steps, device.max_episode_steps) == (0, 1000)
+    env = gym_envs.make_env("MinAtar/Breakout-v1")
+    assert env.unwrapped.game.sticky_action_prob == 0.1 and env.observation_space.dtype == bool
+    config = from_preset("MinAtar/Breakout-v1", variant="ddqn", num_envs=2, eval_episodes=4)
+    config, _ = prepare(config)
+    assert (config.backend, config.network) == ("gymnasium", "minatar_cnn")
+    gymnax = prepare(from_preset("Breakout-MinAtar", variant="ddqn", eval_episodes=4))[0]
+    assert (gymnax.backend, gymnax.network) == ("jax", "minatar_cnn")
+    for c in (config, gymnax):  # never moving the paddle: one brick or none, on either protocol
+        returns = evaluate_constant_policy(c, 0)
+        assert returns.shape == (4,) and set(returns.tolist()) <= {0.0, 1.0}

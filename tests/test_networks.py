@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from dqn_jax.config import Config
 from dqn_jax.networks import (
+    ConvQNetwork,
     IQNNetwork,
     MLPQNetwork,
-    NatureQNetwork,
     NoisyDense,
     factorised_noise,
     make_network,
@@ -94,7 +94,7 @@ def test_plain_mlp_notebook_init_is_uniform_pm1_with_zero_biases():
 
 
 def test_plain_nature_parameter_tree():
-    assert shapes_of(NatureQNetwork(6), FRAMES) == {
+    assert shapes_of(ConvQNetwork(6), FRAMES) == {
         "Conv_0/bias": (32,),
         "Conv_0/kernel": (8, 8, 4, 32),
         "Conv_1/bias": (64,),
@@ -106,6 +106,52 @@ def test_plain_nature_parameter_tree():
         "Dense_1/bias": (6,),
         "Dense_1/kernel": (512, 6),
     }
+
+
+GRIDS = jnp.asarray(np.random.default_rng(3).random((3, 10, 10, 4)) < 0.3)  # MinAtar's bool cells
+
+
+def test_plain_minatar_parameter_tree():
+    assert shapes_of(ConvQNetwork(3, torso="minatar_cnn"), GRIDS) == {
+        "Conv_0/bias": (16,),
+        "Conv_0/kernel": (3, 3, 4, 16),
+        "Dense_0/bias": (128,),
+        "Dense_0/kernel": (1024, 128),
+        "Dense_1/bias": (3,),
+        "Dense_1/kernel": (128, 3),
+    }
+
+
+def layer_norm_numpy(x: np.ndarray, p: dict) -> np.ndarray:
+    """flax's LayerNorm over the last axis (epsilon 1e-6), learned scale and bias."""
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
+
+
+def minatar_numpy(p: dict, grids: np.ndarray, layer_norm: bool) -> np.ndarray:
+    """The MinAtar network by loops over the 8 x 8 valid positions of the 3 x 3 conv."""
+    x = grids.astype(np.float64)
+    w = p["Conv_0"]["kernel"]
+    conv = np.zeros((x.shape[0], 8, 8, 16))
+    for i in range(8):
+        for j in range(8):
+            conv[:, i, j] = np.einsum("bhwc,hwcf->bf", x[:, i : i + 3, j : j + 3], w)
+    h = conv + p["Conv_0"]["bias"]
+    h = np.maximum(layer_norm_numpy(h, p["LayerNorm_0"]) if layer_norm else h, 0)
+    h = h.reshape(x.shape[0], -1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    h = np.maximum(layer_norm_numpy(h, p["LayerNorm_1"]) if layer_norm else h, 0)
+    return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_minatar_network_matches_a_numpy_conv(layer_norm):
+    net = ConvQNetwork(3, torso="minatar_cnn", layer_norm=layer_norm)
+    params = random_params(net, GRIDS, seed=4, scale=0.2)
+    want = minatar_numpy(jax.tree.map(np.float64, params)["params"], np.asarray(GRIDS), layer_norm)
+    got = jax.jit(net.apply)(params, GRIDS)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+    assert np.abs(want).max() > 0.1  # not a vacuous comparison of zeros
 
 
 # NoisyDense.
@@ -243,7 +289,7 @@ def test_noisy_mlp_every_dense_layer_is_noisy_with_its_own_key():
 
 
 def test_noisy_nature_network_keeps_plain_convs():
-    names = shapes_of(NatureQNetwork(6, noisy=True), FRAMES)
+    names = shapes_of(ConvQNetwork(6, noisy=True), FRAMES)
     assert {n.split("/")[0] for n in names} == {
         "Conv_0",
         "Conv_1",
@@ -294,14 +340,14 @@ def test_dueling_mlp_q_is_value_plus_centred_advantage(seed):
 
 
 def test_dueling_nature_network_has_two_512_streams():
-    names = shapes_of(NatureQNetwork(6, dueling=True, num_outputs=51), FRAMES)
+    names = shapes_of(ConvQNetwork(6, dueling=True, num_outputs=51), FRAMES)
     assert names["value_hidden_0/kernel"] == names["advantage_hidden_0/kernel"] == (3136, 512)
     assert names["value/kernel"] == (512, 51) and names["advantage/kernel"] == (512, 6 * 51)
     assert not any(n.startswith("Dense") for n in names)
 
 
 def test_rainbow_nature_network_forward():
-    net = NatureQNetwork(3, dueling=True, noisy=True, num_outputs=5)
+    net = ConvQNetwork(3, dueling=True, noisy=True, num_outputs=5)
 
     @jax.jit
     def run(params):
@@ -325,7 +371,7 @@ def test_rainbow_nature_network_forward():
 def test_output_shapes(dueling, noisy, num_outputs):
     kw = dict(dueling=dueling, noisy=noisy, num_outputs=num_outputs)
     want = (2, 3) if num_outputs is None else (2, 3, num_outputs)
-    for net, obs in ((MLPQNetwork(3, (8, 8), **kw), OBS[:2]), (NatureQNetwork(3, **kw), FRAMES)):
+    for net, obs in ((MLPQNetwork(3, (8, 8), **kw), OBS[:2]), (ConvQNetwork(3, **kw), FRAMES)):
         params = jax.eval_shape(net.init, KEY, obs)
         for key in (None, KEY):
             q = jax.eval_shape(net.apply, params, obs, key)
@@ -451,9 +497,23 @@ def test_make_network_per_variant(variant, kind, num_outputs):
 def test_make_network_nature_cnn():
     config = Config(variant="rainbow", network="nature_cnn", num_atoms=11)
     net = make_network(config, 6, (4, 84, 84))
-    assert type(net) is NatureQNetwork
+    assert type(net) is ConvQNetwork
     assert (net.dueling, net.noisy, net.num_outputs) == (True, True, 11)
     iqn = make_network(Config(variant="iqn", network="nature_cnn"), 6, (4, 84, 84))
     assert type(iqn) is IQNNetwork and iqn.torso == "nature_cnn"
     with pytest.raises(ValueError, match=r"needs observations \[C, H, W\] with H, W >= 36"):
+        make_network(config, 6, (4,))
+
+
+def test_make_network_minatar_cnn():
+    config = Config(variant="ddqn", network="minatar_cnn", layer_norm=True, dueling=True)
+    net = make_network(config, 6, (10, 10, 4))
+    assert type(net) is ConvQNetwork and net.torso == "minatar_cnn"
+    assert (net.layer_norm, net.dueling) == (True, True)
+    iqn = make_network(Config(variant="iqn", network="minatar_cnn"), 6, (10, 10, 4))
+    assert type(iqn) is IQNNetwork and iqn.torso == "minatar_cnn"
+    quantiles, _ = jax.eval_shape(lambda: iqn.apply(iqn.init(KEY, GRIDS), GRIDS))
+    assert quantiles.shape == (3, 32, 6)
+    assert shapes_of(iqn, GRIDS)["tau_embedding/kernel"] == (64, 1024)
+    with pytest.raises(ValueError, match=r"minatar_cnn' needs observations \[H, W, C\]"):
         make_network(config, 6, (4,))

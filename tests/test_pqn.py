@@ -232,7 +232,6 @@ def test_pqn_learner_step_is_bit_identical_whichever_driver_calls_it():
         ({"q_lambda": 1.5}, r"q_lambda=1.5"),
         ({"reward_scale": 0.0}, r"reward_scale=0.0 .*> 0"),
         ({"variant": "ddqn", "num_epochs": 2, "learning_starts": 100}, r"num_epochs=2 .*only"),
-        ({"network": "nature_cnn"}, r"layer_norm=True .*network='mlp'"),
     ],
 )
 def test_pqn_config_refuses_what_it_cannot_do(changes, message):

@@ -1,8 +1,9 @@
 """Gymnasium environments, stepped on the host: ids, specs, the vector env, stored next obs.
 
 Any Gymnasium id with a discrete action space and a Box observation space; ``ALE/...`` ids get
-the Nature DQN preprocessing of :mod:`dqn_jax.envs.atari`. The environments of a run live in a
-:class:`dqn_jax.envs.vector_env.SameStepVectorEnv` (same-step autoreset).
+the Nature DQN preprocessing of :mod:`dqn_jax.envs.atari`; ``MinAtar/...`` ids are the original
+MinAtar games of the ``minatar`` package (the ``minatar`` extra). The environments of a run live
+in a :class:`dqn_jax.envs.vector_env.SameStepVectorEnv` (same-step autoreset).
 """
 
 from __future__ import annotations
@@ -34,6 +35,24 @@ def is_atari(env_id: str) -> bool:
         return False
 
 
+def register_minatar(env_id: str) -> None:
+    """Register the ``minatar`` package's Gymnasium ids when ``env_id`` is a ``MinAtar/...`` one:
+    ``MinAtar/Breakout-v1`` etc., the original MinAtar protocol (sticky actions with probability
+    0.1, no step cap, ``bool[10, 10, C]`` observations; v1 the minimal action set, as gymnax's,
+    v0 all six actions). ``ValueError`` with the install hint when the package is missing."""
+    import gymnasium as gym
+
+    if not env_id.startswith("MinAtar/") or "MinAtar/Breakout-v1" in gym.registry:
+        return
+    try:
+        from minatar import gym as minatar_gym
+    except ImportError:
+        raise ValueError(
+            f"env={env_id!r} needs the minatar package: pip install -e '.[minatar]'"
+        ) from None
+    minatar_gym.register_envs()
+
+
 def make_env(env_id: str, *, terminal_on_life_loss: bool = False):
     """One Gymnasium environment: ``gym.make(env_id)``, or for an Atari id
     :func:`dqn_jax.envs.atari.make_atari_env` (Nature DQN preprocessing, ``uint8[4, 84, 84]``
@@ -42,6 +61,7 @@ def make_env(env_id: str, *, terminal_on_life_loss: bool = False):
 
     if is_atari(env_id):
         return atari.make_atari_env(env_id, terminal_on_life_loss=terminal_on_life_loss)
+    register_minatar(env_id)
     return gym.make(env_id)
 
 
@@ -61,6 +81,7 @@ def gymnasium_env_spec(env_id: str) -> EnvSpec:
             atari.is_atari_id(env_id)  # registers ale-py's ids
         except ImportError as err:
             raise ValueError(str(err)) from None
+    register_minatar(env_id)
     if env_id not in gym.registry:
         raise ValueError(unknown_env_message(env_id))
     try:
