@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,21 @@ def binned_returns(episodes: np.ndarray, total_steps: int, num_bins: int = 50) -
     return out
 
 
+def iqm_band(runs: np.ndarray, n_resamples: int = 500) -> tuple[np.ndarray, ...]:
+    """``(iqm, low, high)``, each ``f64[points]``: per column of ``runs`` (``[seeds, points]``)
+    the IQM of its finite values and its 95% stratified-bootstrap CI (:func:`dqn_jax.stats.
+    aggregate`); NaN where a column has no finite value."""
+    from dqn_jax import stats
+
+    band = np.full((3, runs.shape[1]), np.nan)
+    for i, column in enumerate(np.asarray(runs, np.float64).T):
+        column = column[np.isfinite(column)]
+        if len(column):
+            agg = stats.aggregate(column, n_resamples=n_resamples)
+            band[:, i] = agg["iqm"], *agg["iqm_ci"]
+    return band[0], band[1], band[2]
+
+
 def plot_learning_curves(
     curves: dict[str, np.ndarray], x: np.ndarray, path: Path, title: str, ylabel: str = "return"
 ) -> None:
@@ -94,18 +110,9 @@ def plot_learning_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dqn_jax import stats
-
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for label, runs in curves.items():
-        iqm, low, high = [], [], []
-        for column in runs.T:
-            column = column[np.isfinite(column)]
-            if len(column) == 0:
-                iqm.append(np.nan), low.append(np.nan), high.append(np.nan)
-                continue
-            agg = stats.aggregate(column, n_resamples=500)
-            iqm.append(agg["iqm"]), low.append(agg["iqm_ci"][0]), high.append(agg["iqm_ci"][1])
+        iqm, low, high = iqm_band(runs)
         (line,) = ax.plot(x, iqm, lw=1.8, label=f"{label} (n={runs.shape[0]})")
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, lw=0)
     ax.set(title=title, xlabel="env steps per seed", ylabel=f"{ylabel} (IQM, 95% CI band)")
@@ -116,16 +123,64 @@ def plot_learning_curves(
     plt.close(fig)
 
 
+def read_rows(path: Path, width: int) -> np.ndarray:
+    """``f64[n, width]``: the rows of a run's CSV file after its header line (``n = 0`` for a
+    header alone, as in a run that has not finished an episode yet); :class:`RunDirError` when
+    the file is missing or damaged."""
+    try:
+        with warnings.catch_warnings():  # a header alone is a valid file, not worth a warning
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+            rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        return rows.reshape(-1, width)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} not found") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged: {err}") from None
+
+
 def read_episodes(run_dir: Path, num_runs: int) -> list[np.ndarray]:
     """Per run, ``[n, 3]`` (env_step, length, return) from ``run_dir/episodes.csv``."""
     path = Path(run_dir) / "episodes.csv"
-    try:
-        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 5)
-    except FileNotFoundError:
-        raise RunDirError(f"{path} not found: {run_dir} holds no episodes") from None
-    except (OSError, ValueError) as err:
-        raise RunDirError(f"{path} is damaged: {err}") from None
+    if not path.exists():
+        raise RunDirError(f"{path} not found: {run_dir} holds no episodes")
+    rows = read_rows(path, 5)
     return [rows[rows[:, 0] == run][:, 2:5] for run in range(num_runs)]
+
+
+def point_label(point: dict[str, float]) -> str:
+    """``"lr=0.001, gamma=0.99"``: a sweep grid point as text."""
+    return ", ".join(f"{k}={v:g}" for k, v in point.items())
+
+
+def read_sweep(run_dir: str | Path) -> dict | None:
+    """``run_dir/sweep.json`` (None for a plain run); :class:`RunDirError` if damaged."""
+    import json
+
+    path = Path(run_dir) / "sweep.json"
+    if not path.exists():
+        return None
+    try:
+        sweep = json.loads(path.read_text())
+        if not isinstance(sweep.get("seeds"), list) or not isinstance(sweep.get("points"), list):
+            raise ValueError("expected lists 'seeds' and 'points'")
+    except (OSError, ValueError, AttributeError) as err:
+        raise RunDirError(f"{path} is damaged: {err}") from None
+    return sweep
+
+
+def sweep_curves(
+    sweep: dict, episodes: list[np.ndarray], total_steps: int, num_bins: int = 50
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(curves, x)``: per grid point label, the :func:`binned_returns` of its runs
+    (``[seeds, num_bins]``), and the bins' right edges ``x`` (env steps per seed)."""
+    seeds = len(sweep["seeds"])
+    curves = {}
+    for p, point in enumerate(sweep["points"]):
+        runs = episodes[p * seeds : (p + 1) * seeds]
+        curves[point_label(point)] = np.stack(
+            [binned_returns(e, total_steps, num_bins) for e in runs]
+        )
+    return curves, np.linspace(0, total_steps, num_bins + 1)[1:]
 
 
 def replot(run_dir: str | Path) -> list[Path]:
@@ -133,8 +188,6 @@ def replot(run_dir: str | Path) -> list[Path]:
     ``episodes.png`` always, ``q_probes.png`` if Q-values were traced, ``curves.png`` (IQM
     learning curves per grid point) for a sweep.
     Returns the paths written."""
-    import json
-
     run_dir = Path(run_dir)
     config = load_run_config(run_dir).to_dict()
     episodes = read_episodes(run_dir, config["num_seeds"])
@@ -146,23 +199,9 @@ def replot(run_dir: str | Path) -> list[Path]:
             plot_q_probes(run_dir / "q_probes.csv", paths[-1], f"{config['env']}: Q-values")
         except ValueError as err:
             raise RunDirError(f"{run_dir / 'q_probes.csv'} is damaged: {err}") from None
-    sweep_file = run_dir / "sweep.json"
-    if sweep_file.exists():
-        try:
-            sweep = json.loads(sweep_file.read_text())
-            if not isinstance(sweep.get("seeds"), list) or not isinstance(
-                sweep.get("points"), list
-            ):
-                raise ValueError("expected lists 'seeds' and 'points'")
-        except (OSError, ValueError, AttributeError) as err:
-            raise RunDirError(f"{sweep_file} is damaged: {err}") from None
-        seeds = len(sweep["seeds"])
-        curves = {}
-        for p, point in enumerate(sweep["points"]):
-            label = ", ".join(f"{k}={v:g}" for k, v in point.items())
-            runs = episodes[p * seeds : (p + 1) * seeds]
-            curves[label] = np.stack([binned_returns(e, config["total_steps"]) for e in runs])
-        x = np.linspace(0, config["total_steps"], 51)[1:]
+    sweep = read_sweep(run_dir)
+    if sweep is not None:
+        curves, x = sweep_curves(sweep, episodes, config["total_steps"])
         paths.append(run_dir / "curves.png")
         title = f"{config['env']} - {config['variant']}: sweep"
         plot_learning_curves(curves, x, paths[-1], title, "training return")
@@ -177,25 +216,33 @@ def plot_q_probes(csv_path: Path, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 5)
+    rows = read_rows(csv_path, 5)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for seed in np.unique(rows[:, 0]).astype(int):
-        for probe in np.unique(rows[:, 2]).astype(int):
-            sel = rows[(rows[:, 0] == seed) & (rows[:, 2] == probe)]
-            steps = np.unique(sel[:, 1])
-            best = [sel[sel[:, 1] == s][:, 4].max() for s in steps]
-            ax.plot(
-                steps,
-                best,
-                color=colors[probe % len(colors)],
-                lw=1.6 if seed == 0 else 0.4,
-                alpha=1.0 if seed == 0 else 0.35,
-                label=f"state {probe + 1}" if seed == 0 else None,
-            )
+    for (seed, probe), (steps, best) in q_probe_traces(rows).items():
+        ax.plot(
+            steps,
+            best,
+            color=colors[probe % len(colors)],
+            lw=1.6 if seed == 0 else 0.4,
+            alpha=1.0 if seed == 0 else 0.35,
+            label=f"state {probe + 1}" if seed == 0 else None,
+        )
     ax.set(title=title, xlabel="env steps per seed", ylabel="max_a Q(s, a)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8, title="seed 0 (thin: other seeds)", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def q_probe_traces(rows: np.ndarray) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """Per (run, probe state), ``(env_steps, max_a Q)`` over training, both ``f64[points]``, from
+    the rows of ``q_probes.csv`` (``[n, 5]``: seed, env_step, probe, action, q)."""
+    traces = {}
+    for seed in np.unique(rows[:, 0]).astype(int):
+        for probe in np.unique(rows[:, 2]).astype(int):
+            sel = rows[(rows[:, 0] == seed) & (rows[:, 2] == probe)]
+            steps = np.unique(sel[:, 1])
+            traces[seed, probe] = steps, np.array([sel[sel[:, 1] == s][:, 4].max() for s in steps])
+    return traces

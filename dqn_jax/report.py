@@ -297,8 +297,9 @@ def progress_bar(total: int, enabled: bool):
 class Reporter:
     """Reports a run chunk by chunk, the same for both drivers: ``episodes.csv`` (through its
     :class:`EpisodeLog`), ``metrics.jsonl`` (and TensorBoard), the console line with steps/s
-    and ETA, the progress bar; then :meth:`finish` writes ``evals.csv``, ``summary.json`` and
-    ``episodes.png``."""
+    and ETA, the progress bar, ``report.html`` (:class:`dqn_jax.html_report.LiveReport`); then
+    :meth:`finish` writes ``evals.csv``, ``summary.json``, ``episodes.png`` and the finished
+    ``report.html``."""
 
     def __init__(
         self,
@@ -322,6 +323,11 @@ class Reporter:
         self.bar = progress_bar(config.total_steps, progress)
         self.bar.update(start_step)
         self.loop_start = time.perf_counter()
+        self.html = None
+        if out is not None:
+            from dqn_jax.html_report import LiveReport
+
+            self.html = LiveReport(out, self.seeds, echo, config=config.to_dict())
 
     def check_finite(
         self, chunk: int, first_step: int, env_step: int, stats: ChunkStats, last_good: str
@@ -362,12 +368,21 @@ class Reporter:
         line += f" | {steps * seeds / seconds:,.0f} steps/s | ETA {eta(left)}"
         self.bar.update(steps)
         self.bar.write(line) if self.progress else self.echo(line)
+        if self.html is not None:
+            self.html.chunk()
 
     def episodes(self) -> list[np.ndarray]:
         """Every episode so far, per seed: ``[n, 3]`` (env_step, length, return)."""
         return [self.log.seed_array(s) for s in range(self.config.num_seeds)]
 
     def close(self) -> None:
+        """Close the bar and TensorBoard; bring ``report.html`` up to date (a run that stops
+        before :meth:`finish`)."""
+        self._close()
+        if self.html is not None:
+            self.html.flush()
+
+    def _close(self) -> None:
         self.bar.close()
         if self.tb is not None:
             self.tb.close()
@@ -385,7 +400,7 @@ class Reporter:
     ) -> dict:
         """Write ``evals.csv``, ``summary.json`` and ``episodes.png``, print the final line;
         returns the summary."""
-        self.close()
+        self._close()
         self.evals.append((env_step, final_eval))
         episodes = self.episodes()
         result = summary(
@@ -397,6 +412,7 @@ class Reporter:
             from dqn_jax.plots import plot_episodes
 
             plot_episodes(episodes, self.out / "episodes.png", title)
+            self.html.write()
         self.echo(final_line(result))
         return result
 

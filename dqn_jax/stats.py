@@ -350,8 +350,9 @@ def _format_estimate(value: float, ci: Interval, precision: int) -> str:
     return f"{value:.{precision}f} [{ci[0]:.{precision}f}, {ci[1]:.{precision}f}]"
 
 
-def _table_cells(stats: Mapping[str, Any], precision: int) -> list[str]:
-    """Cells after the variant name for one :func:`aggregate` result."""
+def table_cells(stats: Mapping[str, Any], precision: int = 2) -> list[str]:
+    """The cells after the name in :func:`format_table` for one :func:`aggregate` result: IQM,
+    mean, median (each ``x [low, high]``), solved fraction (``-`` without a threshold), seeds."""
     solved = _format_estimate(stats["solved"], stats["solved_ci"], 2) if "solved" in stats else "-"
     n_seeds = str(stats["n_seeds"]) + ("" if stats.get("ci_valid", True) else "*")
     return [
@@ -387,7 +388,7 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], *, precision: int = 2) -
         "solved [CI]",
         "seeds",
     ]
-    body = [[str(name), *_table_cells(stats, precision)] for name, stats in rows.items()]
+    body = [[str(name), *table_cells(stats, precision)] for name, stats in rows.items()]
     widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
 
     def render(line: list[str]) -> str:
