@@ -8,6 +8,8 @@ Every :class:`~dqn_jax.config.Config` field is a flag of ``train`` (``--lr 3e-4`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 import time
@@ -24,7 +26,7 @@ from dqn_jax.config import (
     unresolved,
 )
 
-COMMANDS = ("train", "sweep", "tune", "eval", "plot", "presets")
+COMMANDS = ("train", "sweep", "tune", "eval", "plot", "report", "presets")
 
 
 def fail(message: str):
@@ -119,6 +121,33 @@ def _condense_tyro(text: str, args: list[str]) -> str:
     return message
 
 
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """The multi-host flags of ``train`` and ``sweep`` (README "Multi-host")."""
+    group = p.add_argument_group("multi-host (jax.distributed; the same command on every host)")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join the run's other processes, with the cluster's settings read from the "
+        "environment (SLURM, Open MPI, ...)",
+    )
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's host and a free port, the same for every process",
+    )
+    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument(
+        "--process-id", type=int, default=None, metavar="I", help="this process, 0 .. N-1"
+    )
+
+
+def cluster_requested(options: argparse.Namespace) -> bool:
+    """Whether the parsed flags ask for a multi-process run."""
+    explicit = (options.coordinator, options.num_processes, options.process_id)
+    return options.distributed or any(v is not None for v in explicit)
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="dqn-jax train",
@@ -158,6 +187,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard (tensorboardX)"
     )
+    _add_cluster_flags(p)
     return p
 
 
@@ -229,8 +259,6 @@ def bare_flags_true(args: list[str]) -> list[str]:
 def _preset_file(path: Path) -> dict:
     """The fields of a ``--preset-file`` (as in a run's config.json), checked to make a valid
     config."""
-    import json
-
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -287,6 +315,11 @@ def cmd_train(argv: list[str]) -> int:
         if options.checkpoint_every < 0:
             fail("--checkpoint-every must be >= 0")
         host_options["checkpoint_every"] = options.checkpoint_every
+    if config.backend == "gymnasium" and cluster_requested(options):
+        fail(
+            "the gymnasium backend runs in one process: --distributed, --coordinator, "
+            "--num-processes and --process-id are for the JAX backend"
+        )
     if config.backend == "gymnasium":  # main() tuned JAX for it (tune_for_host_loop)
         from dqn_jax.host_loop import train
     else:
@@ -341,9 +374,11 @@ def cmd_sweep(argv: list[str]) -> int:
         run_sweep(config, grid, run_dir, progress=not options.no_progress)
     except ConfigError as err:  # a grid value or flag the sweep refuses, before compiling
         raise SystemExit(f"error: {err}") from None
+    from dqn_jax.distributed import is_main
     from dqn_jax.plots import replot
 
-    replot(run_dir)
+    if is_main():
+        replot(run_dir)
     return 0
 
 
@@ -401,6 +436,22 @@ def cmd_plot(argv: list[str]) -> int:
 
     for path in replot(args.run_dir):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    """``dqn-jax report RUN_DIR``: rewrite the run's report.html (one self-contained,
+    interactive page) from its saved files; works on a run in progress too."""
+    p = Parser(prog="dqn-jax report", description=cmd_report.__doc__)
+    p.add_argument("run_dir", type=Path)
+    args = p.parse_args(argv)
+    from dqn_jax.html_report import write_report
+
+    try:
+        path = write_report(args.run_dir)
+    except OSError as err:
+        fail(f"cannot write {args.run_dir / 'report.html'}: {err}")
+    print(f"wrote {path}")
     return 0
 
 
@@ -503,9 +554,11 @@ HOST_LOOP_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 def runs_host_loop(argv: list[str]) -> bool:
     """Whether ``dqn-jax train argv`` runs the gymnasium backend (from ``--backend``, ``--env``,
-    ``--preset`` or a resumed run's saved config), decided without starting JAX."""
+    ``--preset``, ``--preset-file`` or a resumed run's saved config), decided without starting
+    JAX."""
     pre = Parser(add_help=False)
     pre.add_argument("--preset", default=None)
+    pre.add_argument("--preset-file", default=None)
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env", default=None)
     pre.add_argument("--resume", default=None)
@@ -521,6 +574,10 @@ def runs_host_loop(argv: list[str]) -> bool:
         except ConfigError:
             return False
     preset = PRESETS.get(preset_for(known.preset, known.env), {})
+    if known.preset_file is not None:  # unreadable: the command's own parser reports it
+        with contextlib.suppress(OSError, ValueError):
+            preset = json.loads(Path(known.preset_file).read_text())
+        preset = preset if isinstance(preset, dict) else {}
     from dqn_jax.envs import resolve_backend
 
     env = known.env or preset.get("env", "CartPole-v1")
@@ -606,10 +663,36 @@ def use_compile_cache(path: Path | None) -> None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+def start_distributed(command: str, argv: list[str]) -> bool:
+    """Join a multi-process run if ``argv`` asks for one (:func:`cluster_requested`): calls
+    ``jax.distributed.initialize``, so it must run before JAX starts. In the processes other
+    than process 0 standard output then goes nowhere (process 0 prints; errors still show).
+    Returns whether it started one."""
+    known, _ = _train_parser().parse_known_args(argv)
+    if not cluster_requested(known):
+        return False
+    if command not in ("train", "sweep"):
+        fail(
+            f"dqn-jax {command} runs in one process: --distributed, --coordinator, "
+            "--num-processes and --process-id are for train and sweep"
+        )
+    if known.out is None and known.resume is None:
+        fail("a multi-process run needs --out DIR (or --resume DIR): a directory every host sees")
+    from dqn_jax.distributed import initialize
+
+    try:
+        initialize(known.coordinator, known.num_processes, known.process_id)
+    except (ValueError, RuntimeError) as err:
+        fail(f"jax.distributed.initialize failed: {err}")
+    import jax
+
+    if jax.process_index() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+    return True
+
+
 def _saved_num_seeds(run_dir: Path) -> int | None:
     """``num_seeds`` of the run in ``run_dir`` (read without starting JAX), if readable."""
-    import json
-
     try:
         return int(json.loads((run_dir / "config.json").read_text())["num_seeds"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -625,14 +708,20 @@ def main(argv: list[str] | None = None) -> int:
         print(exit_.code, file=sys.stderr)
         return 2
     use_compile_cache(cache)
-    train = not argv or argv[0] not in ("sweep", "tune", "eval", "plot", "presets")
-    if train and runs_host_loop(argv):
+    train = not argv or argv[0] not in ("sweep", "tune", "eval", "plot", "report", "presets")
+    try:
+        multi_process = start_distributed("train" if train else argv[0], argv)
+    except SystemExit as exit_:
+        print(exit_.code, file=sys.stderr)
+        return 2
+    if train and not multi_process and runs_host_loop(argv):
         tune_for_host_loop()
-    else:  # the host loop runs on one device
-        use_cpu_cores(argv)
+    elif not multi_process:  # the host loop runs on one device
+        use_cpu_cores(argv)  # (a multi-process run: one per process unless XLA_FLAGS says)
     if argv and argv[0] in ("-h", "--help"):
         print(
-            "usage: dqn-jax [train|sweep|tune|eval|plot|presets] [flags]   (no command = train)\n"
+            "usage: dqn-jax [train|sweep|tune|eval|plot|report|presets] [flags]   "
+            "(no command = train)\n"
         )
         print("  train    train an agent (dqn-jax train --help for every flag)")
         print("           --resume RUN_DIR continues a run from its latest checkpoint")
@@ -640,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  tune     dqn-jax tune --param lr=log:1e-4:1e-2 [...] --trials N --population P")
         print("  eval     dqn-jax eval RUN_DIR [--episodes N] [--checkpoint STEP]")
         print("  plot     dqn-jax plot RUN_DIR: redraw the figures from the saved CSV files")
+        print("  report   dqn-jax report RUN_DIR: rewrite RUN_DIR/report.html (interactive page)")
         print("  presets  list the named presets")
         print("\n  --compile-cache DIR / --no-compile-cache (any command): JAX's persistent")
         print(f"  compilation cache (default $XDG_CACHE_HOME/dqn-jax/jax; or {COMPILE_CACHE_ENV})")
@@ -651,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": cmd_tune,
         "eval": cmd_eval,
         "plot": cmd_plot,
+        "report": cmd_report,
     }
     try:
         return {**handlers, "presets": cmd_presets}[command](argv)

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqn_jax import checkpoint as ckpt
-from dqn_jax import report
+from dqn_jax import distributed, report
 from dqn_jax.agent import EVAL_STREAM
 from dqn_jax.config import Config, config_diff, load_run_config
 from dqn_jax.device_loop import Trainer, TrainState, make_train
@@ -62,7 +62,7 @@ def params_finite(state: TrainState) -> np.ndarray:
     """``bool[seeds]``: whether every parameter of each seed is finite."""
     leaves = jax.tree.leaves(state.agent.learner.params)
     per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
-    return np.asarray(jnp.stack(per_leaf).all(0))
+    return distributed.to_host(jnp.stack(per_leaf).all(0))
 
 
 class Compiled(NamedTuple):
@@ -78,10 +78,12 @@ class Compiled(NamedTuple):
 def seed_sharding(num_seeds: int, devices: list | None = None) -> NamedSharding:
     """Shard the leading seed axis over the most devices that divide ``num_seeds`` evenly.
 
-    One CPU, N CPU devices (``--xla_force_host_platform_device_count``) or several GPUs: the same
-    program, each device running its share of the seeds; seeds never communicate.
+    One CPU, N CPU devices (``--xla_force_host_platform_device_count``), several GPUs or the
+    devices of several processes: the same program, each device running its share of the seeds;
+    seeds never communicate. Several processes must split the seeds evenly over all devices.
     """
     devices = list(devices or jax.devices())
+    distributed.check_layout(num_seeds, devices)
     n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     return NamedSharding(Mesh(np.array(devices[:n]), ("seed",)), PartitionSpec("seed"))
 
@@ -173,7 +175,8 @@ def preflight(config: Config, shapes, out: Path, resume: bool, force: bool, keep
     """Every check that can fail before compiling: run dir writable, disk space for ``keep``
     checkpoints of a state shaped ``shapes`` (a pytree of ``jax.ShapeDtypeStruct``),
     checkpoints present (resume) or absent (fresh run), config unchanged (unless ``force``)."""
-    report.check_writable(out)
+    if distributed.is_main():  # one probe file name: the other processes would race on it
+        report.check_writable(out)
     saved = ckpt.saved_steps(out)
     if resume:
         if not saved:
@@ -207,7 +210,7 @@ def open_run_dir(
     try:
         if out is not None:
             preflight(config, shapes, out, resume, force, keep)
-        return open_tensorboard(out, tb)
+        return open_tensorboard(out, tb and distributed.is_main())
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -253,7 +256,7 @@ def _truncate_metrics(path: Path, last_chunk: int) -> None:
     path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def _rebuild_episode_log(path: Path, episodes: list, bounds: list[int]) -> report.EpisodeLog:
+def _rebuild_episode_log(path: Path | None, episodes: list, bounds: list[int]) -> report.EpisodeLog:
     """Recreate ``episodes.csv`` (and the log) from the checkpoint's episodes, chunk by chunk
     as an uninterrupted run appended them, so the file ends identical to one."""
     log = report.EpisodeLog(path, len(episodes))
@@ -311,25 +314,33 @@ def _start(out: Path | None, compiled: Compiled, trainer: Trainer):
     return state, log, [], 0
 
 
-def _resume(out: Path, trainer: Trainer, compiled: Compiled, bounds: list[int], echo):
+def _resume(
+    out: Path, files: Path | None, trainer: Trainer, compiled: Compiled, bounds: list[int], echo
+):
     """A resumed run: the latest readable checkpoint placed with the run's shardings."""
     target = ckpt.abstract_state(state_shapes(trainer), compiled.sharding)
-    restored, log, evals, done = resume_from(out, target, bounds, echo)
-    report.truncate_csv_after(out / "q_probes.csv", 1, restored.step)
+    restored, log, evals, done = resume_from(out, target, bounds, echo, files is not None)
+    if files is not None:
+        report.truncate_csv_after(files / "q_probes.csv", 1, restored.step)
     return restored.state, log, evals, done
 
 
-def resume_from(out: Path, target, bounds: list[int], echo):
+def resume_from(out: Path, target, bounds: list[int], echo, write_files: bool = True):
     """``(restored, log, evals, chunks_done)`` of the latest readable checkpoint of ``out``
     restored onto ``target`` (damaged later ones set aside), with ``episodes.csv`` and
-    ``metrics.jsonl`` rewritten as they were at that point; ``bounds[k]`` is the env step at
+    ``metrics.jsonl`` rewritten as they were at that point (unless not ``write_files``: the
+    processes other than process 0 of a multi-process run); ``bounds[k]`` is the env step at
     the end of chunk ``k``."""
+    files = out if write_files else None
     try:
         restored = ckpt.restore(out, target, echo=echo)
     except ckpt.CheckpointError as err:
         raise SystemExit(f"error: cannot resume: {err}") from None
-    for moved in ckpt.set_aside_after(out, restored.step):
-        echo(f"moved the unreadable checkpoint aside to {moved}")
+    distributed.barrier("restored")
+    moved = ckpt.set_aside_after(out, restored.step) if distributed.is_main() else []
+    distributed.barrier("set aside")
+    for path in moved:
+        echo(f"moved the unreadable checkpoint aside to {path}")
     host = restored.host
     done = host["chunk"]
     if bounds[done] != restored.step:
@@ -338,8 +349,10 @@ def resume_from(out: Path, target, bounds: list[int], echo):
             f"{done} of this config (chunk {done} ends at env step {bounds[done]})"
         )
     episodes = [np.asarray(e, np.float64).reshape(-1, 3) for e in host["episodes"]]
-    log = _rebuild_episode_log(out / "episodes.csv", episodes, bounds[: done + 1])
-    _truncate_metrics(out / "metrics.jsonl", done)
+    path = None if files is None else files / "episodes.csv"
+    log = _rebuild_episode_log(path, episodes, bounds[: done + 1])
+    if files is not None:
+        _truncate_metrics(files / "metrics.jsonl", done)
     evals = [(step, np.asarray(r, np.float32)) for step, r in host["evals"]]
     echo(f"resumed from {ckpt.checkpoint_dir(out) / str(restored.step)} (chunk {done})")
     return restored, log, evals, done
@@ -388,10 +401,10 @@ def _run_chunk(
     """Run one chunk of ``n`` iterations from ``iteration`` and report it; the new state."""
     chunk_start = time.perf_counter()
     state, outputs = compiled.chunks[n](state, jnp.int32(iteration))
-    outputs = jax.device_get(outputs)
+    outputs = distributed.to_host(outputs)
     first_vstep = iteration * config.vector_steps_per_iteration
     env_step = checkpoint_step(config, iteration + n)
-    stats = report.chunk_stats(jax.device_get(state.agent.stats), params_finite(state))
+    stats = report.chunk_stats(distributed.to_host(state.agent.stats), params_finite(state))
     first_step = first_vstep * config.num_envs
     reporter.check_finite(chunk, first_step, env_step, stats, saver.last_good())
     window = report.extract_episodes(
@@ -441,10 +454,17 @@ def train(
     and raises :class:`TrainingInterrupted`. Raises :class:`NonFiniteError` at the first chunk
     boundary where a seed's loss or parameters are NaN/inf, without saving that state.
     ``devices`` (default: all of JAX's) share the seeds.
+
+    In a multi-process run (:mod:`dqn_jax.distributed`) every process calls this with the same
+    arguments; process 0 alone writes the files and prints, every process its checkpoint shards.
     """
     trainer = trainer or make_train(config)
     config = trainer.config
+    seed_sharding(config.num_seeds, devices)  # refuses a bad multi-process layout, before files
     out = Path(run_dir) if run_dir is not None else None
+    files = out if distributed.is_main() else None
+    if not distributed.is_main():
+        progress, echo = False, lambda s: None
     shapes = state_shapes(trainer) if out is not None else None
     tb = open_run_dir(config, shapes, out, resume, force, keep_checkpoints, tensorboard)
     sizes = chunk_sizes(config.num_iterations, config.num_chunks)
@@ -457,17 +477,17 @@ def train(
     )
     run_start = time.perf_counter()
     if resume:
-        state, log, evals, done = _resume(out, trainer, compiled, bounds, echo)
+        state, log, evals, done = _resume(out, files, trainer, compiled, bounds, echo)
     else:
-        state, log, evals, done = _start(out, compiled, trainer)
-    if out is not None:
-        report.write_json(out / "config.json", config.to_dict())
+        state, log, evals, done = _start(files, compiled, trainer)
+    if files is not None:
+        report.write_json(files / "config.json", config.to_dict())
     saver = Checkpointer(out, keep_checkpoints, config)
     seeds = run_seeds(config, trainer.seeds_per_point).tolist()
     reporter = report.Reporter(
         config,
         seeds,
-        out,
+        files,
         len(sizes),
         log=log,
         evals=evals,
@@ -484,10 +504,11 @@ def train(
                 compiled, state, config, chunk, n, iteration, reporter, saver, is_last
             )
             iteration += n
-            stop = interrupted[0] or chunk == stop_after_chunks
+            interrupt = distributed.any_process(interrupted[0])  # all stop at the same chunk
+            stop = interrupt or chunk == stop_after_chunks
             due = checkpoint_every and chunk % checkpoint_every == 0 and not is_last
             path = saver.save(chunk, iteration, state, reporter) if stop or due else None
-            if end_early(chunk, is_last, interrupted[0], stop_after_chunks, path, out, reporter):
+            if end_early(chunk, is_last, interrupt, stop_after_chunks, path, out, reporter):
                 summary = {"stopped_after_chunk": chunk, "env_step": bounds[chunk]}
                 return RunResult(state, reporter.episodes(), np.zeros((0, 0)), summary)
     return _finish(compiled, state, config, reporter, saver, iteration, run_start)
@@ -573,4 +594,4 @@ def write_eval(out: Path, step: int, seeds: list[int], returns: np.ndarray, echo
 
 def _evaluate(compiled: Compiled, state: TrainState) -> np.ndarray:
     returns = compiled.evaluate(state.agent.learner.params, compiled.eval_keys)
-    return np.asarray(jax.device_get(returns))
+    return np.asarray(distributed.to_host(returns))

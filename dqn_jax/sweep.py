@@ -137,9 +137,10 @@ def run_sweep(
     """Run the sweep; returns ``(result, rows)`` where ``rows`` holds one aggregate per point.
 
     Writes the usual run directory (``seed`` in ``episodes.csv`` is the run index) plus
-    ``sweep.json`` (points, seeds, per-run final evals) and ``sweep_table.txt``.
+    ``sweep.json`` (points, seeds, per-run final evals), ``sweep_table.txt`` and a
+    ``report.html`` that compares the grid points.
     """
-    from dqn_jax import stats
+    from dqn_jax import distributed, stats
 
     points = grid_points(grid)
     seeds = config.num_seeds
@@ -153,7 +154,7 @@ def run_sweep(
         rows[label] = stats.aggregate(scores, threshold=threshold)
     text = stats.format_table(rows)
     echo(text)
-    if run_dir is not None:
+    if run_dir is not None and distributed.is_main():
         out = Path(run_dir)
         (out / "sweep_table.txt").write_text(text + "\n")
         (out / "sweep.json").write_text(
@@ -170,4 +171,7 @@ def run_sweep(
             )
             + "\n"
         )
+        from dqn_jax.html_report import write_report
+
+        write_report(out)  # report.html again, now comparing the grid points
     return result, rows
