@@ -34,10 +34,10 @@ def scaled_noise(x: jax.Array) -> jax.Array:
 def factorised_noise(key: jax.Array, fan_in: int, fan_out: int) -> tuple[jax.Array, jax.Array]:
     """``(f(e_in) f32[fan_in], f(e_out) f32[fan_out])`` for ``e_in, e_out ~ N(0, 1)``: the
     weight noise is ``outer(f(e_in), f(e_out))``, the bias noise ``f(e_out)``."""
-    k_in, k_out = jax.random.split(key)
-    e_in = jax.random.normal(k_in, (fan_in,), jnp.float32)
-    e_out = jax.random.normal(k_out, (fan_out,), jnp.float32)
-    return scaled_noise(e_in), scaled_noise(e_out)
+    # One draw for both vectors: each random call is a threefry loop of its own in the
+    # compiled program, and a rainbow update calls every layer several times.
+    f = scaled_noise(jax.random.normal(key, (fan_in + fan_out,), jnp.float32))
+    return f[:fan_in], f[fan_in:]
 
 
 class NoisyDense(nn.Module):

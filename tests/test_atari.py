@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import QUIET, assert_same_files, assert_same_state
 
 from dqn_jax import frame_replay as fr
 from dqn_jax import sumtree
@@ -151,9 +152,11 @@ def test_pong_round_trip_through_frame_replay():
 
 
 @pytest.mark.slow
-def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
-    """The nature-dqn preset, shrunk to 240 agent steps, through the Gymnasium backend: learns
-    (finite loss), stores one frame per transition, writes the JAX backend's files."""
+def test_nature_dqn_on_pong_learns_stores_one_frame_and_resumes_bit_identically(tmp_path):
+    """The nature-dqn preset, shrunk to 240 agent steps on 2 envs, through the Gymnasium
+    backend: it learns (finite loss), stores one frame per transition, writes the run files,
+    and a run stopped after chunk 2 of 4 resumes bit-identical to the uninterrupted one (the
+    emulators' whole state, RNG included, in the checkpoint)."""
     pytest.importorskip("ale_py")
     from dqn_jax import host_loop
     from dqn_jax.config import from_preset
@@ -161,12 +164,14 @@ def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
     config = from_preset(
         "nature-dqn",
         total_steps=240,
+        num_envs=2,
+        train_every=8,
         learning_starts=120,
         batch_size=4,
-        buffer_size=1_000,
-        target_period=80,
+        buffer_size=300,
+        target_period=40,
         eps_duration=120,
-        num_chunks=2,
+        num_chunks=4,
         eval_episodes=0,  # a whole game of Pong per evaluation: the CartPole tests cover it
     )
     assert (config.network, config.optimizer, config.loss) == (
@@ -174,10 +179,11 @@ def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
         "rmsprop_centered",
         "huber",
     )
-    result = host_loop.train(config, tmp_path / "run", progress=False, echo=lambda s: None)
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    result = host_loop.train(config, full_dir, checkpoint_every=0, **QUIET)
     s = result.summary
     for name in ("config.json", "episodes.csv", "metrics.jsonl", "summary.json"):
-        assert (tmp_path / "run" / name).exists()
+        assert (full_dir / name).exists()
     # One 84x84 frame is 7,056 bytes; four would be 28,224 (plus obs and next_obs: 56,448).
     assert 7_056 <= s["replay_bytes_per_transition"] < 7_056 * 1.1
     replay = result.state.replay
@@ -186,3 +192,7 @@ def test_nature_dqn_smoke_run_on_pong_writes_a_run_directory(tmp_path):
     # stats since the last chunk started: loss sum, Q sum, iterations learned, non-finite count
     loss_sum, _, learned, non_finite = np.asarray(result.state.stats[0])
     assert np.isfinite(loss_sum) and learned > 0 and non_finite == 0
+    host_loop.train(config, cut_dir, stop_after_chunks=2, **QUIET)
+    resumed = host_loop.train(config, cut_dir, resume=True, **QUIET)
+    assert_same_files(full_dir, cut_dir)
+    assert_same_state(result.state, resumed.state)

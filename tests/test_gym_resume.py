@@ -118,59 +118,16 @@ def test_resume_of_a_finished_run_refuses_a_changed_config(uninterrupted, tmp_pa
         gb.train(CARTPOLE, tmp_path, **QUIET)
 
 
-@pytest.mark.slow
-def test_atari_stop_and_resume_is_bit_identical(tmp_path):
-    pytest.importorskip("ale_py")
-    config = Config(
-        env="ALE/Pong-v5",
-        backend="gymnasium",
-        network="nature_cnn",
-        total_steps=240,
-        num_envs=2,
-        train_every=8,
-        learning_starts=120,
-        batch_size=4,
-        buffer_size=300,
-        num_chunks=4,
-        eval_episodes=0,  # a whole game of Pong per evaluation: the CartPole runs cover it
-        clip_rewards=True,
-        target_period=40,
-    )
-    full = gb.train(config, tmp_path / "full", checkpoint_every=0, **QUIET)
-    gb.train(config, tmp_path / "cut", stop_after_chunks=2, **QUIET)
-    resumed = gb.train(config, tmp_path / "cut", resume=True, **QUIET)
-    assert_same_run(tmp_path / "full", tmp_path / "cut", full, resumed)
-
-
-CLI = [
-    sys.executable,
-    "-m",
-    "dqn_jax.cli",
-    "train",
-    "--env",
-    "CartPole-v0",
-    "--backend",
-    "gymnasium",
-    "--total-steps",
-    "3000",
-    "--num-chunks",
-    "6",
-    "--learning-starts",
-    "500",
-    "--hidden-sizes",
-    "16",
-    "--eval-episodes",
-    "3",
-    "--no-progress",
-]
+CLI = [sys.executable, "-m", "dqn_jax.cli", "train", "--no-progress"]
 
 
 @pytest.mark.slow
-def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(uninterrupted, tmp_path):
+    # The CLI trains CARTPOLE itself (--preset-file): it must end as the uninterrupted run.
+    full_dir, _ = uninterrupted
+    preset = tmp_path / "cartpole.json"
+    preset.write_text(json.dumps(CARTPOLE.to_dict()))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-    subprocess.run(
-        [*CLI, "--out", str(tmp_path / "full")], env=env, check=True, capture_output=True
-    )
     cut = tmp_path / "cut"
 
     def run_until(line_start: str, sig: int, *extra) -> int:
@@ -184,20 +141,21 @@ def test_cli_ctrl_c_then_kill_9_then_resume_ends_as_an_uninterrupted_run(tmp_pat
         proc.communicate()
         return proc.returncode
 
-    # Ctrl-C after chunk 2 (it lands in chunk 2 or 3): a checkpoint at that chunk's end and
+    # Ctrl-C after chunk 1 (it lands in chunk 1 or 2): a checkpoint at that chunk's end and
     # exit code 130.
-    assert run_until("chunk   2/6", signal.SIGINT, "--out", str(cut)) == 130
+    argv = ["--preset-file", str(preset), "--out", str(cut)]
+    assert run_until("chunk   1/4", signal.SIGINT, *argv) == 130
     saved = ckpt.saved_steps(cut)
-    assert len(saved) == 1 and saved[0] in (1_000, 1_500), saved
-    # Resumed, saving every chunk, then killed -9 while chunk 5 or 6 runs or saves.
+    assert len(saved) == 1 and saved[0] in (500, 1_000), saved
+    # Resumed, saving every chunk, then killed -9 while chunk 3 saves or chunk 4 runs.
     argv = ["--resume", str(cut), "--checkpoint-every", "1"]
-    assert run_until("chunk   4/6", signal.SIGKILL, *argv) == -signal.SIGKILL
-    assert ckpt.saved_steps(cut)[-1] >= 1_500
+    assert run_until("chunk   3/4", signal.SIGKILL, *argv) == -signal.SIGKILL
+    assert ckpt.saved_steps(cut)[-1] >= 1_000
     done = subprocess.run([*CLI, "--resume", str(cut)], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("episodes.csv", "evals.csv"):
-        assert (tmp_path / "full" / name).read_bytes() == (cut / name).read_bytes(), name
-    summary = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut)]
+        assert (full_dir / name).read_bytes() == (cut / name).read_bytes(), name
+    summary = [json.loads((d / "summary.json").read_text()) for d in (full_dir, cut)]
     assert summary[0]["final_eval_return_per_seed"] == summary[1]["final_eval_return_per_seed"]
 
 

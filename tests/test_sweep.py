@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, environ_with_devices, flat_runs
+from helpers import SMALL, environ_with_devices, once_per_session
 
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.run import evaluate_checkpoint, train
@@ -101,41 +101,84 @@ def assert_sweep_files_are_the_result(out, swept):
         assert (out / name).stat().st_size > 10_000, name
 
 
-SHARDED_RUN = """
+# One process with 4 CPU devices runs every layout the device-count tests compare (a process
+# per layout would pay JAX's start-up and compile again each time): plain runs of SMALL with 4
+# seeds on 1, 2 and 4 of its devices (squared and pseudo-Huber loss), and a lr sweep of a small
+# Rainbow on 1 and 2 devices beside the plain run of one of its points.
+DEVICE_LAYOUTS = """
 import json, sys, jax, numpy as np
 from dqn_jax.config import Config
 from dqn_jax.run import train
-config = Config(num_seeds=4, **json.loads(sys.argv[1]))
-r = train(config, progress=False, echo=lambda s: None)
-leaves = jax.tree.leaves(r.state.agent.learner.params)
-flat = np.concatenate([np.asarray(x).reshape(4, -1) for x in leaves], 1)
-print(json.dumps({"devices": len(r.summary["devices"]), "params": flat.tolist(),
-                  "episodes": [e.tolist() for e in r.episodes]}))
+from dqn_jax.sweep import run_sweep
+small, rainbow, grid = (json.loads(a) for a in sys.argv[1:4])
+quiet = dict(progress=False, echo=lambda s: None)
+def record(r):
+    leaves = jax.tree.leaves(r.state.agent.learner.params)
+    runs = leaves[0].shape[0]
+    flat = np.concatenate([np.asarray(x).reshape(runs, -1) for x in leaves], 1)
+    return {"devices": len(r.summary["devices"]), "params": flat.tolist(),
+            "episodes": [e.tolist() for e in r.episodes]}
+out = {}
+for loss, counts in (("squared", (1, 2, 4)), ("pseudo_huber", (1, 4))):
+    for n in counts:
+        config = Config(num_seeds=4, **{**small, "loss": loss})
+        out[f"{loss}/{n}"] = record(train(config, devices=jax.devices()[:n], **quiet))
+config = Config(**rainbow)
+for n in (1, 2):
+    swept, _ = run_sweep(config, grid, None, devices=jax.devices()[:n], **quiet)
+    out[f"rainbow-sweep/{n}"] = record(swept)
+plain = train(config.replace(lr=grid["lr"][1]), devices=jax.devices()[:1], **quiet)
+out["rainbow-plain"] = record(plain)
+print(json.dumps(out))
 """
 
+# Rainbow's learner (dueling C51, PER, 3-step returns) with small heads, acting greedily. Its
+# noisy layers are left out here: they add to the compile time, and tests/test_agent_core.py
+# and tests/test_checkpoint.py run them.
+RAINBOW = dict(
+    variant="rainbow",
+    noisy=False,
+    total_steps=800,
+    num_chunks=2,
+    eval_episodes=1,
+    num_atoms=11,
+    eps_start=0.0,
+    eps_end=0.0,
+)
+RAINBOW_GRID = {"lr": (1e-3, 3e-3)}
 
-def run_on(devices: int, **changes) -> dict:
-    env = environ_with_devices(devices)
-    fields = {**SMALL, **changes}
-    small = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-    out = subprocess.run(
-        [sys.executable, "-c", SHARDED_RUN, json.dumps(small)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+def as_json(fields: dict) -> str:
+    return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict:
+    """The runs of :data:`DEVICE_LAYOUTS`, by name (``"squared/2"``: 2 devices), computed once
+    per session whichever workers run the tests that read them."""
+
+    def compute() -> str:
+        args = [as_json(SMALL), as_json({**SMALL, **RAINBOW}), json.dumps(RAINBOW_GRID)]
+        out = subprocess.run(
+            [sys.executable, "-c", DEVICE_LAYOUTS, *args],
+            env=environ_with_devices(4),
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    return json.loads(once_per_session(tmp_path_factory, "device_layouts.json", compute))
 
 
 @pytest.mark.slow
-def test_sharded_runs_match_across_device_counts():
+def test_sharded_runs_match_across_device_counts(layouts):
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
     # per-seed program on its share of the seeds). With the squared loss (the default preset's)
     # the numbers are the same bit for bit while each device holds several seeds; one seed per
     # device (4 devices) is bit-identical on some CPUs (a 2-core Intel Xeon) and rounds in the
     # last bits on others (a 2-core AMD EPYC: 3.9e-7), the unbatched seed taking other kernels.
-    runs = [run_on(n, loss="squared") for n in (1, 2, 4)]
+    runs = [layouts[f"squared/{n}"] for n in (1, 2, 4)]
     assert [r["devices"] for r in runs] == [1, 2, 4]
     np.testing.assert_array_equal(runs[0]["params"], runs[1]["params"])
     np.testing.assert_allclose(runs[0]["params"], runs[2]["params"], rtol=0, atol=1e-5)
@@ -144,50 +187,18 @@ def test_sharded_runs_match_across_device_counts():
 
 
 @pytest.mark.slow
-def test_pseudo_huber_runs_agree_to_rounding_across_device_counts():
+def test_pseudo_huber_runs_agree_to_rounding_across_device_counts(layouts):
     # Known limit: the pseudo-Huber gradient d / sqrt(1 + d^2) is compiled with different float
     # rounding in a multi-device program (measured: 1 ulp after one update), so across device
     # counts these runs agree to rounding, and their experience exactly over the first episodes.
-    one, four = run_on(1, loss="pseudo_huber"), run_on(4, loss="pseudo_huber")
+    one, four = layouts["pseudo_huber/1"], layouts["pseudo_huber/4"]
+    assert (one["devices"], four["devices"]) == (1, 4)
     np.testing.assert_allclose(one["params"], four["params"], rtol=1e-4, atol=1e-5)
     assert [e[:20] for e in one["episodes"]] == [e[:20] for e in four["episodes"]]
 
 
-# Rainbow's learner (dueling C51, PER, 3-step returns) with small heads, acting greedily. Its
-# noisy layers are left out here: they triple the compile time, and tests/test_agent_core.py
-# and tests/test_checkpoint.py run them.
-RAINBOW = dict(
-    variant="rainbow",
-    noisy=False,
-    total_steps=800,
-    num_chunks=2,
-    eval_episodes=1,  # run_sweep fails with eval_episodes=0 (it reshapes the empty evals)
-    num_atoms=11,
-    eps_start=0.0,
-    eps_end=0.0,
-)
-RAINBOW_GRID = {"lr": (1e-3, 3e-3)}
-
-SWEPT_RUN = """
-import json, sys, jax, numpy as np
-from dqn_jax.config import Config
-from dqn_jax.sweep import run_sweep
-fields, grid = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-r, _ = run_sweep(Config(**fields), grid, None, progress=False, echo=lambda s: None)
-leaves = jax.tree.leaves(r.state.agent.learner.params)
-runs = leaves[0].shape[0]
-flat = np.concatenate([np.asarray(x).reshape(runs, -1) for x in leaves], 1)
-print(json.dumps({"devices": len(r.summary["devices"]), "params": flat.tolist(),
-                  "episodes": [e.tolist() for e in r.episodes]}))
-"""
-
-
-def flat_params(result) -> np.ndarray:
-    return flat_runs(result.state.agent.learner.params)
-
-
 @pytest.mark.slow
-def test_swept_rainbow_equals_plain_runs_and_shards_over_devices():
+def test_swept_rainbow_equals_plain_runs_and_shards_over_devices(layouts):
     # A traced lr gives the run of the constant: the same experience (epsilon 0: every action
     # reads the parameters), parameters equal up to float rounding (XLA folds a constant lr
     # differently; measured: 2e-7 after 800 steps). A grid of lr x gamma was measured to drift
@@ -196,26 +207,14 @@ def test_swept_rainbow_equals_plain_runs_and_shards_over_devices():
     # rounding (measured: 1.5e-7) and its experience exactly. Known limit, measured: this
     # sweep is not bit-identical across device counts; plain runs of the same agent over 1 and
     # 2 devices are, and so are lr sweeps of c51 and of ddqn.
-    fields = {**SMALL, **RAINBOW}
-    config = Config(**fields)
-    swept, _ = run_sweep(config, RAINBOW_GRID, None, progress=False, echo=lambda s: None)
-    plain = train(config.replace(lr=3e-3), progress=False, echo=lambda s: None)  # run 1
-    np.testing.assert_array_equal(swept.episodes[1], plain.episodes[0])
-    np.testing.assert_allclose(flat_params(swept)[1], flat_params(plain)[0], rtol=1e-5, atol=1e-6)
-    assert not np.array_equal(swept.episodes[0], swept.episodes[1])  # lr matters
-    env = environ_with_devices(2)
-    small = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-    out = subprocess.run(
-        [sys.executable, "-c", SWEPT_RUN, json.dumps(small), json.dumps(RAINBOW_GRID)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    two = json.loads(out.stdout.strip().splitlines()[-1])
-    assert two["devices"] == 2
-    np.testing.assert_allclose(two["params"], flat_params(swept), rtol=1e-4, atol=1e-5)
-    assert two["episodes"] == [e.tolist() for e in swept.episodes]
+    names = ("rainbow-sweep/1", "rainbow-plain", "rainbow-sweep/2")
+    swept, plain, two = (layouts[name] for name in names)
+    assert (swept["devices"], two["devices"]) == (1, 2)
+    assert swept["episodes"][1] == plain["episodes"][0]  # run 1 is lr=3e-3
+    np.testing.assert_allclose(swept["params"][1], plain["params"][0], rtol=1e-5, atol=1e-6)
+    assert swept["episodes"][0] != swept["episodes"][1]  # lr matters
+    np.testing.assert_allclose(two["params"], swept["params"], rtol=1e-4, atol=1e-5)
+    assert two["episodes"] == swept["episodes"]
 
 
 def test_saved_sweep_reads_the_table_back_and_names_a_damaged_file(tmp_path):
