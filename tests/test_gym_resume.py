@@ -187,6 +187,7 @@ def test_an_unsaveable_env_resumes_with_new_episodes_and_everything_else_kept(
     assert not np.array_equal(after, full[full[:, 2] > 1_000])
 
 
+@pytest.mark.slow  # a training run
 def test_eval_of_a_gymnasium_checkpoint_matches_the_runs_final_evaluation(uninterrupted, capsys):
     from dqn_jax.cli import main
 

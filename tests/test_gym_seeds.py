@@ -70,6 +70,7 @@ def test_several_seeds_resume_bit_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # a training run
 def test_eval_of_a_several_seed_checkpoint_evaluates_each_seed(tmp_path):
     from dqn_jax.host_loop import evaluate_checkpoint
 
