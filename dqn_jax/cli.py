@@ -578,11 +578,12 @@ def runs_host_loop(argv: list[str]) -> bool:
         with contextlib.suppress(OSError, ValueError):
             preset = json.loads(Path(known.preset_file).read_text())
         preset = preset if isinstance(preset, dict) else {}
-    from dqn_jax.envs import resolve_backend
+    from dqn_jax.envs import resolve_backend_before_jax
 
     env = known.env or preset.get("env", "CartPole-v1")
+    backend = known.backend or preset.get("backend", "auto")
     try:
-        return resolve_backend(env, known.backend or preset.get("backend", "auto")) == "gymnasium"
+        return resolve_backend_before_jax(env, backend) == "gymnasium"
     except (ConfigError, ValueError):
         return False
 

@@ -206,3 +206,30 @@ def test_the_host_loop_is_recognised_before_jax_starts(tmp_path):
     (saved / "config.json").write_text(json.dumps(Config(backend="gymnasium").to_dict()))
     assert runs_host_loop(["--resume", str(saved)])  # from the saved config
     assert not runs_host_loop(["--resume", str(tmp_path / "missing")])
+
+
+# In a fresh interpreter: deciding the backend must not import JAX (gymnax's import runs a jit,
+# which starts the backends), or the device split below would come too late to apply.
+FRESH_PROCESS = """
+import os, sys
+os.environ.pop("XLA_FLAGS", None)
+from dqn_jax import cli
+from dqn_jax.envs import gymnax_builtin_ids
+argv = ["train", "--env", "CartPole-v1", "--num-seeds", "8"]
+assert not cli.runs_host_loop(argv[1:]) and cli.runs_host_loop(["--env", "LunarLander-v3"])
+assert "jax" not in sys.modules and "gymnax" not in sys.modules
+cli.use_cpu_cores(argv)
+import gymnax, jax
+assert set(gymnax_builtin_ids()) == set(gymnax.registered_envs), gymnax_builtin_ids()
+print(jax.device_count(), cli.cpu_devices_for(8))
+"""
+
+
+def test_a_jax_backend_run_splits_its_seeds_over_the_cores_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[0]) == int(out[1])  # JAX's CPU devices: cpu_devices_for(8)

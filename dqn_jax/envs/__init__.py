@@ -12,8 +12,12 @@ itself only checks ranges.
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib.util
+import sys
 from functools import cache
+from pathlib import Path
 from typing import NamedTuple
 
 # Ids we add on top of gymnax's registry: id -> (gymnax id, max_steps_in_episode override).
@@ -35,6 +39,40 @@ def jax_env_ids() -> tuple[str, ...]:
     import gymnax
 
     return tuple(sorted(set(gymnax.registered_envs) | set(ALIASES)))
+
+
+def gymnax_builtin_ids() -> tuple[str, ...] | None:
+    """gymnax's built-in environment ids read from its source (``_BUILTIN_ENV_IDS`` in
+    ``gymnax/registration.py``) without importing it: importing gymnax runs a jit, which starts
+    JAX's backends, and the CLI must set its XLA flags before that. None when gymnax is missing
+    or its source has no such list (another gymnax version)."""
+    spec = importlib.util.find_spec("gymnax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(next(iter(spec.submodule_search_locations))) / "registration.py"
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == "_BUILTIN_ENV_IDS":
+            try:
+                ids = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return tuple(ids) if all(isinstance(i, str) for i in ids) else None
+    return None
+
+
+def resolve_backend_before_jax(env_id: str, backend: str = "auto") -> str:
+    """:func:`resolve_backend` without starting JAX where gymnax is not imported yet (its
+    built-in ids from :func:`gymnax_builtin_ids`; ids registered at run time need gymnax
+    imported, and are then seen)."""
+    builtin = None if "gymnax" in sys.modules else gymnax_builtin_ids()
+    if backend != "auto" or builtin is None:
+        return resolve_backend(env_id, backend)
+    return "jax" if env_id in set(builtin) | set(ALIASES) else "gymnasium"
 
 
 def unknown_env_message(env_id: str) -> str:
