@@ -233,3 +233,26 @@ def test_a_jax_backend_run_splits_its_seeds_over_the_cores_in_a_fresh_process():
         [sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, check=True
     ).stdout.split()
     assert int(out[0]) == int(out[1])  # JAX's CPU devices: cpu_devices_for(8)
+
+
+DEFERRED_PLOTTING = """
+import sys
+import dqn_jax.run
+assert "pandas" not in sys.modules and "scipy.stats" not in sys.modules, "seaborn was imported"
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import seaborn
+assert len(seaborn.color_palette()) > 0 and plt.get_backend().lower() == "agg"
+print(type(sys.modules["seaborn"]).__name__, type(sys.modules["matplotlib.pyplot"]).__name__)
+"""
+
+
+def test_importing_the_jax_backend_defers_gymnax_s_plotting_modules_until_used():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", DEFERRED_PLOTTING], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["module", "module"]  # the real modules once used

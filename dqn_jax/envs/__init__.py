@@ -16,6 +16,7 @@ import ast
 import difflib
 import importlib.util
 import sys
+import types
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
@@ -33,9 +34,40 @@ class EnvSpec(NamedTuple):
     max_episode_steps: int  # 0 = no time limit
 
 
+# Imported by gymnax's modules for its renderers only; together about a second of every start.
+PLOTTING_MODULES = ("seaborn", "matplotlib.pyplot")
+
+
+class DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module not imported yet; the first attribute read imports
+    the real module (which then replaces it there) and reads from it."""
+
+    def __getattr__(self, attr: str):
+        real = sys.modules.get(self.__name__)
+        if real is self or real is None:
+            del sys.modules[self.__name__]
+            try:
+                real = importlib.import_module(self.__name__)
+            except BaseException:
+                sys.modules[self.__name__] = self
+                raise
+        return getattr(real, attr)
+
+
+def defer_plotting_imports() -> None:
+    """Put a :class:`DeferredModule` in ``sys.modules`` for each of :data:`PLOTTING_MODULES`
+    not imported yet, so importing gymnax does not load them; whoever uses one (gymnax's
+    renderers, :mod:`dqn_jax.plots`) gets the real module at its first attribute. (The standard
+    library's ``LazyLoader`` does not survive a second ``import`` statement on Python 3.11.)"""
+    for name in PLOTTING_MODULES:
+        if name not in sys.modules and importlib.util.find_spec(name.partition(".")[0]):
+            sys.modules[name] = DeferredModule(name)
+
+
 @cache
 def jax_env_ids() -> tuple[str, ...]:
     """Every environment id the JAX backend accepts (gymnax's registry; no env is built)."""
+    defer_plotting_imports()
     import gymnax
 
     return tuple(sorted(set(gymnax.registered_envs) | set(ALIASES)))

@@ -11,10 +11,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from gymnax.environments import spaces
 
 from dqn_jax import rng
-from dqn_jax.envs import ALIASES, EnvSpec, jax_env_ids, unknown_env_message
+from dqn_jax.envs import ALIASES, EnvSpec, defer_plotting_imports, jax_env_ids, unknown_env_message
+
+defer_plotting_imports()
+from gymnax.environments import spaces  # noqa: E402 - after the deferral above
 
 
 @cache
