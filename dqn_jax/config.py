@@ -684,9 +684,10 @@ PRESETS["purejaxql-minatar"] = dict(
 # from "default" (tuned on CartPole-v1). Chosen by ``experiments/tune.py`` on seeds that no
 # reported result uses; the searches and their scores are in ``results/tuning/``.
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "SpaceInvaders")
-# Picked by `experiments/tune.py CartPole-v1` (results/tuning/CartPole-v1.md): the default
-# agent with a shorter epsilon schedule and a faster target, to solve within 50k steps. What
-# `dqn-jax train --env CartPole-v1` starts from; a bare `dqn-jax train` keeps "default".
+# Picked by `experiments/tune.py CartPole-v1` (results/tuning/CartPole-v1*.md, the last round
+# on 16 seeds): the default agent with a shorter epsilon schedule and a faster target, to solve
+# within 50k steps. What `dqn-jax train --env CartPole-v1` starts from; a bare `dqn-jax train`
+# keeps "default".
 PRESETS["CartPole-v1"] = {
     **PRESETS["default"],
     "total_steps": 50_000,
@@ -728,16 +729,25 @@ PRESETS["MountainCar-v0"] = {
     "eps_duration": 24_000,
 }
 
-# The LunarLander-v3 command of the README (one seed reached a greedy 260.9 at 200k steps):
-# wider layers, a slower target and a longer epsilon schedule than CartPole's. Not searched.
+# LunarLander-v3: rl-baselines3-zoo's tuned DQN for LunarLander (MLP 256-256, Adam 6.3e-4, batch
+# 128, buffer 50,000, target every 250 steps, epsilon to 0.1 over 12% of its 200k-step budget),
+# with the Huber loss and global-norm clipping at 10 (SB3's DQN defaults) and an update every 2
+# env steps of 4 envs. One hand-run candidate on seeds 1000-1003, not a search:
+# results/tuning/LunarLander-v3.md.
 PRESETS["LunarLander-v3"] = {
     **PRESETS["default"],
     "env": "LunarLander-v3",
     "total_steps": 200_000,
-    "hidden_sizes": (128, 128),
-    "lr": 1e-3,
-    "target_period": 1_000,
-    "eps_duration": 50_000,
+    "hidden_sizes": (256, 256),
+    "batch_size": 128,
+    "buffer_size": 50_000,
+    "lr": 6.3e-4,
+    "anneal_lr": False,
+    "loss": "huber",
+    "max_grad_norm": 10.0,
+    "target_period": 250,
+    "eps_end": 0.1,
+    "eps_duration": 24_000,
 }
 
 # The MinAtar ids: gymnax's (``Breakout-MinAtar``: no sticky actions, 1,000-step cap, the JAX
