@@ -34,7 +34,8 @@ class EnvSpec(NamedTuple):
     max_episode_steps: int  # 0 = no time limit
 
 
-# Imported by gymnax's modules for its renderers only; together about a second of every start.
+# Imported by gymnax's modules for its renderers only, and slow to import (seaborn pulls in
+# pandas and scipy.stats).
 PLOTTING_MODULES = ("seaborn", "matplotlib.pyplot")
 
 
