@@ -225,13 +225,18 @@ print(jax.device_count(), cli.cpu_devices_for(8))
 """
 
 
-def test_a_jax_backend_run_splits_its_seeds_over_the_cores_in_a_fresh_process():
+def printed_by_fresh_python(code: str) -> list[str]:
+    """The words ``code`` prints, run by a new interpreter (nothing imported yet)."""
     import subprocess
     import sys
 
-    out = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, check=True
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
+
+
+def test_a_jax_backend_run_splits_its_seeds_over_the_cores_in_a_fresh_process():
+    out = printed_by_fresh_python(FRESH_PROCESS)
     assert int(out[0]) == int(out[1])  # JAX's CPU devices: cpu_devices_for(8)
 
 
@@ -249,10 +254,5 @@ print(type(sys.modules["seaborn"]).__name__, type(sys.modules["matplotlib.pyplot
 
 
 def test_importing_the_jax_backend_defers_gymnax_s_plotting_modules_until_used():
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", DEFERRED_PLOTTING], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = printed_by_fresh_python(DEFERRED_PLOTTING)
     assert out == ["module", "module"]  # the real modules once used
