@@ -103,9 +103,8 @@ def resolve_backend_before_jax(env_id: str, backend: str = "auto") -> str:
     built-in ids from :func:`gymnax_builtin_ids`; ids registered at run time need gymnax
     imported, and are then seen)."""
     builtin = None if "gymnax" in sys.modules else gymnax_builtin_ids()
-    if backend != "auto" or builtin is None:
-        return resolve_backend(env_id, backend)
-    return "jax" if env_id in set(builtin) | set(ALIASES) else "gymnasium"
+    ids = None if builtin is None else set(builtin) | set(ALIASES)
+    return resolve_backend(env_id, backend, ids)
 
 
 def unknown_env_message(env_id: str) -> str:
@@ -121,12 +120,13 @@ def unknown_env_message(env_id: str) -> str:
     )
 
 
-def resolve_backend(env_id: str, backend: str = "auto") -> str:
+def resolve_backend(env_id: str, backend: str = "auto", jax_ids=None) -> str:
     """``"jax"`` or ``"gymnasium"``: ``backend`` itself unless it is ``"auto"``, which means
-    jax for a JAX environment id and gymnasium for any other."""
+    jax for a JAX environment id (one of ``jax_ids``, default :func:`jax_env_ids`) and
+    gymnasium for any other."""
     if backend != "auto":
         return backend
-    return "jax" if env_id in jax_env_ids() else "gymnasium"
+    return "jax" if env_id in (jax_env_ids() if jax_ids is None else jax_ids) else "gymnasium"
 
 
 def _refuse(field: str, value, why: str):
