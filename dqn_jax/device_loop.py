@@ -184,7 +184,7 @@ def make_evaluate(config: Config, spec: EnvSpec, agent: Agent) -> Callable:
                 uniforms = jax.random.uniform(k_eps, (1, 2, episodes))
                 plan = exploration_plan(uniforms, jnp.full((1,), eps), spec.num_actions)
                 actions = jnp.where(plan[0] >= 0, plan[0], actions)
-            out = jax_envs.step(config.env, k, env_state, actions)
+            out = jax_envs.step_to_episode_end(config.env, k, env_state, actions)
             total = total + jnp.where(alive, out.reward, 0.0)
             alive = alive & ~(out.terminated | out.truncated)
             return (out.next_obs, out.env_state, total, alive), None

@@ -8,6 +8,12 @@ in :mod:`dqn_jax.sumtree`). :func:`bits` and :func:`uniform` compute the same nu
 operations (one small fusion); keys of another kind, or a JAX configured without
 partitionable threefry, fall back to ``jax.random`` itself. ``tests/test_sumtree.py`` checks
 the numbers bit for bit.
+
+Importing this module also gives jax's ``threefry2x32`` primitive the same unrolled rounds as
+its CPU lowering (:func:`unroll_threefry_on_cpu`), so the random numbers this project does not
+draw itself (flax's parameter init, gymnax's resets, ``jax.random.split`` in evaluation) stop
+compiling to rolled loops too: same bits, less to compile. ``tests/test_rng.py`` checks the
+numbers against a NumPy Threefry and the published test vectors.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry2x32_p
+from jax.interpreters import mlir
 
 # Threefry-2x32 (Salmon et al., 2011), as jax.random implements it: rotations and key schedule.
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -25,18 +33,12 @@ def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
     return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
 
 
-def _threefry_pair(key_data: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-    """``(u32[n], u32[n])``: jax's ``threefry2x32`` of key ``key_data u32[2]`` on the 64-bit
-    counters ``0 .. n-1`` (partitionable counters, JAX's default), unrolled.
-
-    The same 20 rounds and key schedule, written as plain elementwise ops. jax lowers threefry
-    on CPU to a rolled ``while`` loop of 5 iterations, several XLA operations each; unrolled,
-    it is one small fusion.
-    """
-    k0, k1 = key_data[0], key_data[1]
+def threefry_rounds(k0, k1, x0, x1) -> tuple[jax.Array, jax.Array]:
+    """Threefry-2x32's 20 rounds with key ``(k0, k1)`` on counters ``(x0, x1)``: the pair of
+    ``u32`` words, shapes broadcast (jax's ``threefry2x32`` primitive, written out as plain
+    elementwise operations)."""
     keys = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
-    x0 = jnp.zeros((n,), jnp.uint32) + keys[0]
-    x1 = jnp.arange(n, dtype=jnp.uint32) + keys[1]
+    x0, x1 = x0 + keys[0], x1 + keys[1]
     for i in range(5):
         for r in _ROTATIONS[i % 2]:
             x0 = x0 + x1
@@ -44,6 +46,27 @@ def _threefry_pair(key_data: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         x0 = x0 + keys[(i + 1) % 3]
         x1 = x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
     return x0, x1
+
+
+def _threefry_pair(key_data: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """``(u32[n], u32[n])``: jax's ``threefry2x32`` of key ``key_data u32[2]`` on the 64-bit
+    counters ``0 .. n-1`` (partitionable counters, JAX's default), unrolled: one small fusion
+    where jax's CPU lowering is a rolled ``while`` loop of 5 iterations."""
+    return threefry_rounds(
+        key_data[0], key_data[1], jnp.zeros((n,), jnp.uint32), jnp.arange(n, dtype=jnp.uint32)
+    )
+
+
+def unroll_threefry_on_cpu() -> None:
+    """Lower jax's ``threefry2x32`` primitive on CPU to :func:`threefry_rounds` (elementwise,
+    unrolled) instead of jax's rolled 5-iteration loop, for every program compiled after this
+    call, in this process. The bits are the same; a program with many random draws compiles
+    in less time (programs compiled before the call keep their code). Called on import."""
+    rule = mlir.lower_fun(lambda *args: list(threefry_rounds(*args)), multiple_results=True)
+    mlir.register_lowering(threefry2x32_p, rule, platform="cpu")
+
+
+unroll_threefry_on_cpu()
 
 
 def _raw_threefry_key(key: jax.Array) -> jax.Array | None:

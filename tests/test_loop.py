@@ -211,6 +211,36 @@ def test_evaluation_of_a_fixed_policy_gives_its_known_return(backend):
         np.testing.assert_array_equal(evaluate_constant_policy(config, action), -200.0)
 
 
+@pytest.mark.parametrize(("env_id", "steps"), [("CartPole-v1", 40), ("Asterix-MinAtar", 120)])
+def test_the_evaluation_step_is_the_autoreset_step_until_each_episode_ends(env_id, steps):
+    # Evaluation steps its environments without gymnax's autoreset (a smaller program to
+    # compile). Every transition up to and including an episode's end must be the autoreset
+    # step's: the same rewards and ends, and observations up to float rounding (the two
+    # programs fuse CartPole's arithmetic differently). Asterix draws from its key in the step.
+    from dqn_jax.envs import jax_envs
+
+    num_envs = 32
+    spec = jax_envs.env_spec(env_id)
+    step, step_to_end = (
+        jax.jit(jax_envs.step, static_argnums=0),
+        jax.jit(jax_envs.step_to_episode_end, static_argnums=0),
+    )
+    _, state = jax_envs.reset(env_id, jax.random.key(1), num_envs)
+    other = state
+    alive = np.ones(num_envs, bool)
+    actions = np.random.default_rng(0).integers(0, spec.num_actions, (steps, num_envs))
+    for t, key in enumerate(jax.random.split(jax.random.key(2), steps)):
+        a, b = step(env_id, key, state, actions[t]), step_to_end(env_id, key, other, actions[t])
+        for field in ("reward", "terminated", "truncated"):
+            x, y = np.asarray(getattr(a, field)), np.asarray(getattr(b, field))
+            np.testing.assert_array_equal(x[alive], y[alive], err_msg=f"{field} at step {t}")
+        x, y = np.asarray(a.final_obs)[alive], np.asarray(b.final_obs)[alive]
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"final_obs at step {t}")
+        alive &= ~np.asarray(a.terminated | a.truncated)
+        state, other = a.env_state, b.env_state
+    assert alive.sum() <= num_envs // 2, "too few episodes ended for the test to mean much"
+
+
 @pytest.mark.slow
 def test_options_never_run_elsewhere_do_what_they_say_through_the_loop():
     # One JAX-backend run of Double DQN with PER on a prefilled replay, soft target updates,

@@ -88,3 +88,33 @@ def step(env_id: str, key: jax.Array, env_state: Any, actions: jax.Array) -> Env
         truncated,
         info["final_observation"].astype(jnp.float32),
     )
+
+
+def step_to_episode_end(env_id: str, key: jax.Array, env_state: Any, actions: jax.Array) -> EnvStep:
+    """:func:`step` without the autoreset, for episodes that are not continued (evaluation).
+
+    The same keys reach the environment's own step, so every transition up to and including an
+    episode's end is :func:`step`'s (observations up to float rounding: XLA may fuse the two
+    programs' arithmetic differently); after the end, ``next_obs`` and ``env_state`` carry on
+    from the finished episode and mean nothing. Leaving out the reset (a random draw and a
+    select over the whole state every step) makes a smaller program to compile.
+    """
+    env, params = make_env(env_id)
+
+    def one(k, s, a):
+        k_step = rng.split(k)[0]  # gymnax's step: (key_step, key_reset) = split(key)
+        obs, s, reward, terminated, _ = env.step_env(k_step, s, a, params)
+        return obs, s, reward, terminated, env.is_truncated(s, params)
+
+    keys = rng.split(key, actions.shape[0])
+    obs, state, reward, terminated, truncated = jax.vmap(one)(keys, env_state, actions)
+    terminated = terminated.astype(bool)
+    obs = obs.astype(jnp.float32)
+    return EnvStep(
+        obs,
+        state,
+        reward.astype(jnp.float32),
+        terminated,
+        truncated.astype(bool) & ~terminated,
+        obs,
+    )
