@@ -48,7 +48,7 @@ from jax.sharding import SingleDeviceSharding
 
 from dqn_jax import agent as core
 from dqn_jax import checkpoint as ckpt
-from dqn_jax import report, run
+from dqn_jax import report, rng, run
 from dqn_jax.agent import Agent, AgentState, EnvSteps, make_agent
 from dqn_jax.config import Config, ConfigError, config_diff
 from dqn_jax.envs import EnvSpec, gym_envs, prepare
@@ -489,7 +489,8 @@ class Loop:
         self.unsaveable_warned = False
         self.obs, _ = envs.reset(seed=self.env_seeds(gym_envs.TRAIN_STREAM))
         keys = run.seed_keys(config)
-        state, first = jax.jit(agent.init)(keys[0] if config.num_seeds == 1 else keys, self.obs)
+        with rng.unrolled_threefry():  # see dqn_jax.rng: an init's draws are each read once
+            state, first = jax.jit(agent.init)(keys[0] if config.num_seeds == 1 else keys, self.obs)
         self.state, self.actions, self.plan = state, np.asarray(first[0]), np.asarray(first[1:])
         total = envs.num_envs
         self.running = (np.zeros(total), np.zeros(total, np.int64))  # running episodes' stats

@@ -9,14 +9,19 @@ operations (one small fusion); keys of another kind, or a JAX configured without
 partitionable threefry, fall back to ``jax.random`` itself. ``tests/test_sumtree.py`` checks
 the numbers bit for bit.
 
-Importing this module also gives jax's ``threefry2x32`` primitive the same unrolled rounds as
-its CPU lowering (:func:`unroll_threefry_on_cpu`), so the random numbers this project does not
-draw itself (flax's parameter init, gymnax's resets, ``jax.random.split`` in evaluation) stop
-compiling to rolled loops too: same bits, less to compile. ``tests/test_rng.py`` checks the
-numbers against a NumPy Threefry and the published test vectors.
+The draws this module does not make (flax's parameter init, gymnax's resets) go through jax's
+``threefry2x32`` primitive. Inside :func:`unrolled_threefry`, programs lowered on CPU get the
+same unrolled rounds for it too: :mod:`dqn_jax.run` lowers its init and evaluation programs
+that way, where the rolled loops made most of the compile time. Not the training chunk: there
+XLA copies an unrolled hash into every fusion that reads its numbers, and a chunk with many
+draws (noisy nets) compiled slower. ``tests/test_rng.py`` checks both lowerings against a
+NumPy Threefry and Random123's published test vectors.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -33,12 +38,27 @@ def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
     return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
 
 
-def threefry_rounds(k0, k1, x0, x1) -> tuple[jax.Array, jax.Array]:
+def threefry_rounds(k0, k1, x0, x1, rolled: bool = False) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32's 20 rounds with key ``(k0, k1)`` on counters ``(x0, x1)``: the pair of
-    ``u32`` words, shapes broadcast (jax's ``threefry2x32`` primitive, written out as plain
-    elementwise operations)."""
+    ``u32`` words, shapes broadcast (jax's ``threefry2x32`` primitive). Unrolled: plain
+    elementwise operations; ``rolled``: a ``fori_loop`` over the 5 blocks of 4 rounds, as jax
+    lowers it on CPU."""
     keys = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
     x0, x1 = x0 + keys[0], x1 + keys[1]
+    if rolled:
+        keys = jnp.stack(jnp.broadcast_arrays(*keys))
+        rotations = jnp.asarray(_ROTATIONS, jnp.uint32)
+
+        def block(i, x):
+            x0, x1 = x
+            for j in range(4):
+                r = rotations[i % 2, j]
+                x0 = x0 + x1
+                x1 = ((x1 << r) | (x1 >> (np.uint32(32) - r))) ^ x0
+            x0 = x0 + keys[(i + 1) % 3]
+            return x0, x1 + keys[(i + 2) % 3] + (i + 1).astype(jnp.uint32)
+
+        return jax.lax.fori_loop(0, 5, block, (x0, x1))
     for i in range(5):
         for r in _ROTATIONS[i % 2]:
             x0 = x0 + x1
@@ -57,16 +77,29 @@ def _threefry_pair(key_data: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     )
 
 
-def unroll_threefry_on_cpu() -> None:
-    """Lower jax's ``threefry2x32`` primitive on CPU to :func:`threefry_rounds` (elementwise,
-    unrolled) instead of jax's rolled 5-iteration loop, for every program compiled after this
-    call, in this process. The bits are the same; a program with many random draws compiles
-    in less time (programs compiled before the call keep their code). Called on import."""
-    rule = mlir.lower_fun(lambda *args: list(threefry_rounds(*args)), multiple_results=True)
-    mlir.register_lowering(threefry2x32_p, rule, platform="cpu")
+_unrolled_depth = 0
 
 
-unroll_threefry_on_cpu()
+@contextlib.contextmanager
+def unrolled_threefry() -> Iterator[None]:
+    """While open, programs lowered for the CPU compute jax's ``threefry2x32`` with
+    :func:`threefry_rounds` unrolled instead of a rolled loop: the same bits, a program that
+    compiles faster when its random numbers are each read once (an init, an evaluation)."""
+    global _unrolled_depth
+    _unrolled_depth += 1
+    try:
+        yield
+    finally:
+        _unrolled_depth -= 1
+
+
+def _cpu_lowering(ctx, *args):
+    rolled = _unrolled_depth == 0
+    hashed = lambda *a: list(threefry_rounds(*a, rolled=rolled))  # noqa: E731
+    return mlir.lower_fun(hashed, multiple_results=True)(ctx, *args)
+
+
+mlir.register_lowering(threefry2x32_p, _cpu_lowering, platform="cpu")
 
 
 def _raw_threefry_key(key: jax.Array) -> jax.Array | None:

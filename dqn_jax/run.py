@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqn_jax import checkpoint as ckpt
-from dqn_jax import distributed, report
+from dqn_jax import distributed, report, rng
 from dqn_jax.agent import EVAL_STREAM
 from dqn_jax.config import Config, config_diff, load_run_config
 from dqn_jax.device_loop import Trainer, TrainState, make_train
@@ -113,11 +113,12 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
     keys = jax.device_put(seed_keys(config, trainer.seeds_per_point), shard)
     start = time.perf_counter()
     indices = jax.device_put(run_indices(config), shard)
-    init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices).compile()
-    state_shape = jax.eval_shape(jax.vmap(trainer.init), keys, indices)
-    state_shape = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), state_shape
+    with rng.unrolled_threefry():  # see dqn_jax.rng: an init's draws are each read once
+        init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices)
+    state_shape = jax.tree.map(  # the lowered init's outputs: no second trace of init
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), init.out_info
     )
+    init = init.compile()
     prefill = None
     if config.prefill_episodes > 0 and config.variant != "random":
         # Seeds one after another (lax.map), not vmapped: the prefill is a while loop over a
@@ -136,7 +137,8 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
         params_shape = state_shape.agent.learner.params
         ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
         evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
-        evaluate = evaluate.lower(params_shape, ekeys).compile()
+        with rng.unrolled_threefry():
+            evaluate = evaluate.lower(params_shape, ekeys).compile()
     seconds = time.perf_counter() - start
     return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
 
@@ -569,6 +571,8 @@ def evaluate_checkpoint(
         raise SystemExit(f"error: {err}") from None
     evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
     keys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
+    with rng.unrolled_threefry():
+        evaluate = evaluate.lower(restored.state.agent.learner.params, keys).compile()
     returns = np.asarray(jax.device_get(evaluate(restored.state.agent.learner.params, keys)))
     seeds = run_seeds(config, trainer.seeds_per_point).tolist()
     return write_eval(out, restored.step, seeds, returns, echo)

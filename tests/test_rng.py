@@ -1,13 +1,17 @@
-"""The CPU lowering of jax's threefry that ``dqn_jax.rng`` installs, against a NumPy Threefry."""
+"""The CPU lowerings of jax's threefry that ``dqn_jax.rng`` installs (rolled by default, unrolled
+inside ``rng.unrolled_threefry()``), against a NumPy Threefry."""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.extend.random import threefry_2x32
 
-from dqn_jax import rng  # noqa: F401 - importing it installs the lowering
+from dqn_jax import rng  # importing it installs the lowering
 
 U32 = st.integers(0, 2**32 - 1)
 
@@ -29,12 +33,18 @@ def numpy_threefry2x32(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray):
     return x0, x1
 
 
-def jitted_threefry(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+LOWERINGS = {"rolled": contextlib.nullcontext, "unrolled": rng.unrolled_threefry}
+
+
+def jitted_threefry(key, x0: np.ndarray, x1: np.ndarray, lowering: str) -> np.ndarray:
     count = jnp.asarray(np.stack([x0, x1]).astype(np.uint32))
-    return np.asarray(jax.jit(threefry_2x32)(jnp.asarray(key, jnp.uint32), count))
+    with LOWERINGS[lowering]():  # a fresh jit: lowered here, under this lowering
+        hashed = jax.jit(lambda k, c: threefry_2x32(k, c))
+        return np.asarray(hashed(jnp.asarray(key, jnp.uint32), count))
 
 
-def test_the_lowering_gives_random123s_known_answers():
+@pytest.mark.parametrize("lowering", sorted(LOWERINGS))
+def test_the_lowering_gives_random123s_known_answers(lowering):
     # Random123's kat_vectors for threefry2x32_20: (key, counter) -> output.
     cases = [
         ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
@@ -42,25 +52,42 @@ def test_the_lowering_gives_random123s_known_answers():
         ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
     ]
     for key, counter, expected in cases:
-        got = jitted_threefry(key, np.array([counter[0]]), np.array([counter[1]]))
+        got = jitted_threefry(key, np.array([counter[0]]), np.array([counter[1]]), lowering)
         assert [int(v) for v in got.ravel()] == list(expected)
         reference = numpy_threefry2x32(key, np.array([counter[0]]), np.array([counter[1]]))
         assert [int(v[0]) for v in reference] == list(expected)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(key=st.tuples(U32, U32), counters=st.lists(st.tuples(U32, U32), min_size=1, max_size=9))
-def test_the_lowering_is_threefry_for_any_key_and_counters(key, counters):
+def test_both_lowerings_are_threefry_for_any_key_and_counters(key, counters):
     x0, x1 = (np.array(c, np.uint64).astype(np.uint32) for c in zip(*counters, strict=True))
-    got = jitted_threefry(key, x0, x1)
-    np.testing.assert_array_equal(got, np.stack(numpy_threefry2x32(key, x0, x1)))
+    expected = np.stack(numpy_threefry2x32(key, x0, x1))
+    for lowering in LOWERINGS:
+        np.testing.assert_array_equal(jitted_threefry(key, x0, x1, lowering), expected)
 
 
-def test_jax_random_compiles_without_a_loop_on_cpu_and_keeps_its_numbers():
+def test_jax_random_compiles_without_a_loop_only_inside_unrolled_threefry():
     key = jax.random.key(42)
-    compiled = jax.jit(lambda k: jax.random.bits(k, (5,))).lower(key).compile().as_text()
-    assert "while" not in compiled
+
+    def program(n):  # a new shape each time: lowered afresh
+        return jax.jit(lambda k: jax.random.bits(k, (n,))).lower(key).compile().as_text()
+
+    with rng.unrolled_threefry():
+        assert "while" not in program(5)
+    assert "while" in program(6)
     # jax.random.bits with partitionable counters: word i is the xor of the pair at counter i.
     data = np.asarray(jax.random.key_data(key))
     x0, x1 = numpy_threefry2x32(tuple(int(v) for v in data), np.zeros(5), np.arange(5))
-    np.testing.assert_array_equal(np.asarray(jax.random.bits(key, (5,))), x0 ^ x1)
+    with rng.unrolled_threefry():
+        np.testing.assert_array_equal(np.asarray(jax.random.bits(key, (5,))), x0 ^ x1)
+
+
+def test_randint_with_a_traced_bound_stays_in_range_and_gives_zeros_for_an_empty_one():
+    # The replay samples with its current size as a traced bound, which is 0 before any store.
+    draw = jax.jit(rng.randint, static_argnums=1)
+    for maxval in (1, 3, 1000, 2**31 - 1):
+        values = np.asarray(draw(jax.random.key(maxval), 256, jnp.int32(maxval)))
+        assert values.dtype == np.int32 and values.min() >= 0 and values.max() < maxval
+    assert len(np.unique(np.asarray(draw(jax.random.key(0), 256, jnp.int32(1000))))) > 200
+    np.testing.assert_array_equal(draw(jax.random.key(0), 8, jnp.int32(0)), np.zeros(8))
