@@ -10,12 +10,13 @@ partitionable threefry, fall back to ``jax.random`` itself. ``tests/test_sumtree
 the numbers bit for bit.
 
 The draws this module does not make (flax's parameter init, gymnax's resets) go through jax's
-``threefry2x32`` primitive. Inside :func:`unrolled_threefry`, programs lowered on CPU get the
-same unrolled rounds for it too: :mod:`dqn_jax.run` lowers its init and evaluation programs
-that way, where the rolled loops made most of the compile time. Not the training chunk: there
-XLA copies an unrolled hash into every fusion that reads its numbers, and a chunk with many
-draws (noisy nets) compiled slower. ``tests/test_rng.py`` checks both lowerings against a
-NumPy Threefry and Random123's published test vectors.
+``threefry2x32`` primitive. Importing this module gives that primitive its own CPU lowering,
+with the same bits in any program of the process: a rolled loop like jax's, except inside
+:func:`unrolled_threefry`, where the rounds are unrolled. :mod:`dqn_jax.run` lowers its init
+and evaluation programs there, where the rolled loops made most of the compile time. Not the
+training chunk: XLA copies an unrolled hash into every fusion that reads its numbers, and a
+chunk with many draws (noisy nets) compiled slower. ``tests/test_rng.py`` checks both
+lowerings against a NumPy Threefry and Random123's published test vectors.
 """
 
 from __future__ import annotations
