@@ -211,7 +211,10 @@ def test_evaluation_of_a_fixed_policy_gives_its_known_return(backend):
         np.testing.assert_array_equal(evaluate_constant_policy(config, action), -200.0)
 
 
-@pytest.mark.parametrize(("env_id", "steps"), [("CartPole-v1", 40), ("Asterix-MinAtar", 120)])
+@pytest.mark.parametrize(
+    ("env_id", "steps"),
+    [("CartPole-v1", 40), pytest.param("Asterix-MinAtar", 120, marks=pytest.mark.slow)],
+)
 def test_the_evaluation_step_is_the_autoreset_step_until_each_episode_ends(env_id, steps):
     # Evaluation steps its environments without gymnax's autoreset (a smaller program to
     # compile). Every transition up to and including an episode's end must be the autoreset
