@@ -35,8 +35,18 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
-def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
-    return (x << np.uint32(bits)) | (x >> np.uint32(32 - bits))
+def _rotate_left(x: jax.Array, bits) -> jax.Array:
+    """``x`` (``u32``) rotated left by ``bits`` (a ``u32`` constant or traced value)."""
+    return (x << bits) | (x >> (np.uint32(32) - bits))
+
+
+def _block(x0, x1, rotations, k_next, k_after, number):
+    """One block of Threefry-2x32: 4 rounds with ``rotations``, then key injection
+    ``number`` (1..5)."""
+    for r in rotations:
+        x0 = x0 + x1
+        x1 = _rotate_left(x1, r) ^ x0
+    return x0 + k_next, x1 + k_after + number
 
 
 def threefry_rounds(k0, k1, x0, x1, rolled: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -51,21 +61,13 @@ def threefry_rounds(k0, k1, x0, x1, rolled: bool = False) -> tuple[jax.Array, ja
         rotations = jnp.asarray(_ROTATIONS, jnp.uint32)
 
         def block(i, x):
-            x0, x1 = x
-            for j in range(4):
-                r = rotations[i % 2, j]
-                x0 = x0 + x1
-                x1 = ((x1 << r) | (x1 >> (np.uint32(32) - r))) ^ x0
-            x0 = x0 + keys[(i + 1) % 3]
-            return x0, x1 + keys[(i + 2) % 3] + (i + 1).astype(jnp.uint32)
+            number = (i + 1).astype(jnp.uint32)
+            return _block(*x, rotations[i % 2], keys[(i + 1) % 3], keys[(i + 2) % 3], number)
 
         return jax.lax.fori_loop(0, 5, block, (x0, x1))
     for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotate_left(x1, r) ^ x0
-        x0 = x0 + keys[(i + 1) % 3]
-        x1 = x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
+        rotations = [np.uint32(r) for r in _ROTATIONS[i % 2]]
+        x0, x1 = _block(x0, x1, rotations, keys[(i + 1) % 3], keys[(i + 2) % 3], np.uint32(i + 1))
     return x0, x1
 
 
