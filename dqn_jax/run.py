@@ -134,13 +134,18 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
         chunks[n] = fn.lower(state_shape, jnp.int32(0)).compile()
     evaluate = ekeys = None
     if config.eval_episodes > 0:
-        params_shape = state_shape.agent.learner.params
         ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
-        evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
-        with rng.unrolled_threefry():
-            evaluate = evaluate.lower(params_shape, ekeys).compile()
+        evaluate = compile_evaluate(trainer, shard, state_shape.agent.learner.params, ekeys)
     seconds = time.perf_counter() - start
     return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
+
+
+def compile_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array) -> Callable:
+    """The greedy evaluation of every run, ``(params, keys) -> f32[runs, episodes]``, compiled
+    for ``params`` (arrays or shapes) and ``keys`` sharded by ``shard``."""
+    evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
+    with rng.unrolled_threefry():  # see dqn_jax.rng: an evaluation's draws are each read once
+        return evaluate.lower(params, keys).compile()
 
 
 DEFAULT_CHECKPOINT_EVERY = 5
@@ -569,11 +574,10 @@ def evaluate_checkpoint(
         restored = ckpt.restore(out, target, step, echo=echo)
     except ckpt.CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
-    evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
+    params = restored.state.agent.learner.params
     keys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
-    with rng.unrolled_threefry():
-        evaluate = evaluate.lower(restored.state.agent.learner.params, keys).compile()
-    returns = np.asarray(jax.device_get(evaluate(restored.state.agent.learner.params, keys)))
+    evaluate = compile_evaluate(trainer, shard, params, keys)
+    returns = np.asarray(jax.device_get(evaluate(params, keys)))
     seeds = run_seeds(config, trainer.seeds_per_point).tolist()
     return write_eval(out, restored.step, seeds, returns, echo)
 

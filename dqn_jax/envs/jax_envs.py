@@ -78,15 +78,20 @@ def step(env_id: str, key: jax.Array, env_state: Any, actions: jax.Array) -> Env
     obs, state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
         keys, env_state, actions, params
     )
+    return as_env_step(obs, state, reward, terminated, truncated, info["final_observation"])
+
+
+def as_env_step(next_obs, state, reward, terminated, truncated, final_obs) -> EnvStep:
+    """An :class:`EnvStep` from gymnax's outputs: observations and rewards as ``f32``, the ends
+    as ``bool``, and ``terminated`` winning where both ends hold."""
     terminated = terminated.astype(bool)
-    truncated = truncated.astype(bool) & ~terminated
     return EnvStep(
-        obs.astype(jnp.float32),
+        next_obs.astype(jnp.float32),
         state,
         reward.astype(jnp.float32),
         terminated,
-        truncated,
-        info["final_observation"].astype(jnp.float32),
+        truncated.astype(bool) & ~terminated,
+        final_obs.astype(jnp.float32),
     )
 
 
@@ -108,13 +113,4 @@ def step_to_episode_end(env_id: str, key: jax.Array, env_state: Any, actions: ja
 
     keys = rng.split(key, actions.shape[0])
     obs, state, reward, terminated, truncated = jax.vmap(one)(keys, env_state, actions)
-    terminated = terminated.astype(bool)
-    obs = obs.astype(jnp.float32)
-    return EnvStep(
-        obs,
-        state,
-        reward.astype(jnp.float32),
-        terminated,
-        truncated.astype(bool) & ~terminated,
-        obs,
-    )
+    return as_env_step(obs, state, reward, terminated, truncated, obs)
