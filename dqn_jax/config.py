@@ -696,8 +696,9 @@ PRESETS["CartPole-v1"] = {
     "target_period": 100,
 }
 
-# Picked by `experiments/tune.py Acrobot-v1` (results/tuning/Acrobot-v1.md): rl-zoo's widths,
-# batch and replay size with the search's lr and target period.
+# Picked by `experiments/tune.py Acrobot-v1`: rl-zoo's widths, batch and replay size
+# (results/tuning/Acrobot-v1-round1.md), then the lr of the second round on 8 seeds
+# (results/tuning/Acrobot-v1.md, where 3-step returns did not help).
 PRESETS["Acrobot-v1"] = {
     **PRESETS["default"],
     "env": "Acrobot-v1",
@@ -705,7 +706,7 @@ PRESETS["Acrobot-v1"] = {
     "hidden_sizes": (256, 256),
     "batch_size": 128,
     "buffer_size": 50_000,
-    "lr": 1.5e-3,
+    "lr": 3e-3,
     "target_period": 250,
     "eps_end": 0.1,
     "eps_duration": 12_000,
@@ -844,6 +845,11 @@ MINATAR_REPLAY = dict(
 )
 for _task in ("Acrobot-v1", "MountainCar-v0", "LunarLander-v3"):
     VARIANT_TUNING[_task] = VARIANT_TUNING["default"]
+# The Acrobot-v1 preset's second round tuned ddqn's lr only: every other variant keeps the
+# first round's lr under its own tuning.
+VARIANT_TUNING["Acrobot-v1"] = {
+    v: {"lr": 1.5e-3, **VARIANT_TUNING["default"].get(v, {})} for v in VARIANT_NAMES if v != "ddqn"
+}
 # The CartPole-v1 preset was tuned for ddqn only: every other variant keeps the default
 # preset's budget, schedule and its own tuning.
 _DEFAULT_SCHEDULE = {

@@ -14,7 +14,8 @@ greedy evaluation (10 episodes per seed) after the last step; curves are the IQM
 the greedy evaluation after every tenth of the run. Seeds start at 0 (the tuning searches use
 1000 and up).
 
-Writes the run directories under RUNS (``runs/suite``, not kept in git) and, under OUT:
+Writes the run directories under RUNS (``runs/suite``, not kept in git; a rerun of a task and
+variant replaces its directory) and, under OUT:
 ``suite.json`` (everything, merged with earlier runs of other tasks or
 variants), ``final_returns.csv`` (task, variant, seed, final greedy return), ``curves.csv``
 (task, variant, env step, IQM and its 95% CI), ``table.md`` (per task and variant: IQM, mean and
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,6 +94,10 @@ def run_one(task: str, variant: str, seeds: int, total_steps: int, runs: Path) -
     else:
         from dqn_jax.run import train
     run_dir = runs / task.replace("/", "_") / variant
+    if run_dir.exists():
+        # A rerun replaces its entry in suite.json, and so its scratch run directory too.
+        print(f"{task} {variant}: replacing the earlier run in {run_dir}", flush=True)
+        shutil.rmtree(run_dir)
     start = time.perf_counter()
     result = train(config, run_dir, progress=False, echo=lambda _: None)
     wall = time.perf_counter() - start
