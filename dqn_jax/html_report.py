@@ -40,6 +40,7 @@ from dqn_jax.plots import (
     read_sweep,
     sweep_curves,
 )
+from dqn_jax.report import STOPPED_FILE
 
 REPORT_FILE = "report.html"
 WINDOW = 100
@@ -66,6 +67,7 @@ class RunFiles:
     probes: np.ndarray | None  # q_probes.csv rows [n, 5]: seed, env_step, probe, action, q
     sweep: dict | None  # sweep.json
     seeds: list[int]  # the seed of each run
+    stopped: dict | None = None  # stopped.json: a run that stopped before its end
 
     @property
     def num_runs(self) -> int:
@@ -198,6 +200,7 @@ def read_run(run_dir: str | Path, seeds=None) -> RunFiles:
         probes,
         sweep,
         run_seeds(config, summary, sweep, seeds),
+        None if summary is not None else _read_json(run_dir / STOPPED_FILE),
     )
 
 
@@ -345,10 +348,16 @@ def status(files: RunFiles) -> tuple[bool, str]:
             "compile"
         )
     last = files.metrics[-1] if files.metrics else {"chunk": 0, "env_step": 0}
-    return False, (
-        f"in progress: chunk {last['chunk']} of {c['num_chunks']} done, "
-        f"{last['env_step']:,} of {c['total_steps']:,} env steps per seed"
-    )
+    done = f"{last['env_step']:,} of {c['total_steps']:,} env steps per seed"
+    if files.stopped is not None:
+        stop = files.stopped
+        line = (
+            f"stopped after chunk {stop['chunk']} of {c['num_chunks']} ({stop['reason']}), {done}"
+        )
+        if stop.get("resumable"):
+            line += f"; resume with: dqn-jax train --resume {files.run_dir}"
+        return False, line
+    return False, f"in progress: chunk {last['chunk']} of {c['num_chunks']} done, {done}"
 
 
 # --------------------------------------------------------------------------- plot data
@@ -933,14 +942,14 @@ def head_html(files: RunFiles) -> str:
     c = files.config
     finished, line = status(files)
     written = time.strftime("%Y-%m-%d %H:%M:%S")
-    badge = "finished" if finished else "progress"
+    badge = "finished" if finished else "stopped" if files.stopped else "progress"
     out = [
         f"<h1>{html.escape(c['env'])} &mdash; {html.escape(str(c['variant']))} "
         f"<small>({html.escape(str(c.get('backend', '')))} backend)</small></h1>",
         f'<p><span class="status {badge}" id="status">{html.escape(line)}</span></p>',
         f'<p class="meta">{html.escape(str(files.run_dir))} &middot; page written {written}',
     ]
-    if finished:
+    if finished or files.stopped:  # nothing more will come: no reload
         out.append("</p>")
         return "".join(out)
     metrics = files.run_dir / "metrics.jsonl"
@@ -1005,6 +1014,7 @@ STYLE = """
   .status { display: inline-block; padding: 3px 10px; border-radius: 10px; font-weight: 600; }
   .status.finished { background: #dff3e3; color: #17602a; }
   .status.progress { background: #fff1cc; color: #7a5200; }
+  .status.stopped { background: #fbe0e0; color: #8a1c1c; }
   .meta { color: #555; margin: 6px 0; }
   table { border-collapse: collapse; font-size: 10.5pt; margin: 6px 0; }
   th, td { padding: 3px 10px; text-align: right; border-bottom: 1px solid #eee; }

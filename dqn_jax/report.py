@@ -48,6 +48,12 @@ def check_writable(run_dir: Path) -> None:
         raise SystemExit(f"error: run directory {run_dir} is not writable: {err}") from None
 
 
+STOPPED_FILE = "stopped.json"
+"""Written in a run directory when the run stops before its end (Ctrl-C, ``stop_after_chunks``,
+a non-finite value): ``{"reason": str, "chunk": int, "resumable": bool}``. Removed when the run
+starts or resumes, so a run that has one is not running."""
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON atomically (temp file + rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -327,6 +333,8 @@ class Reporter:
         if out is not None:
             from dqn_jax.html_report import LiveReport
 
+            (out / STOPPED_FILE).unlink(missing_ok=True)  # running again
+
             self.html = LiveReport(out, self.seeds, echo, config=config.to_dict())
 
     def check_finite(
@@ -334,7 +342,7 @@ class Reporter:
     ) -> None:
         """Raise :class:`NonFiniteError` (and close the bar and TensorBoard) if a seed broke."""
         if stats.bad:
-            self.close()
+            self.close(stopped=("non-finite values", chunk, False))
             message = nonfinite_message(
                 chunk, first_step, env_step, self.seeds, stats.bad, last_good
             )
@@ -375,10 +383,18 @@ class Reporter:
         """Every episode so far, per seed: ``[n, 3]`` (env_step, length, return)."""
         return [self.log.seed_array(s) for s in range(self.config.num_seeds)]
 
-    def close(self) -> None:
+    def close(self, stopped: tuple[str, int, bool] | None = None) -> None:
         """Close the bar and TensorBoard; bring ``report.html`` up to date (a run that stops
-        before :meth:`finish`)."""
+        before :meth:`finish`). ``stopped``: ``(reason, chunk, resumable)`` of a run that stops
+        here for good, recorded in :data:`STOPPED_FILE` so that its report says so."""
         self._close()
+        if self.out is not None and stopped is not None:
+            reason, chunk, resumable = stopped
+            write_json(
+                self.out / STOPPED_FILE,
+                {"reason": reason, "chunk": int(chunk), "resumable": bool(resumable)},
+            )
+            self.html.pending = True
         if self.html is not None:
             self.html.flush()
 

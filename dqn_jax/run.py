@@ -230,12 +230,12 @@ def end_early(
     """After chunk ``chunk`` (checkpoint ``saved`` written, or None): raise
     :class:`TrainingInterrupted` on Ctrl-C; True if the run stops here (``stop_after``)."""
     if interrupted:
-        reporter.close()
+        reporter.close(stopped=("interrupted (Ctrl-C)", chunk, saved is not None))
         where = f"saved {saved}" if saved else "nothing saved (no run directory)"
         hint = f"; resume with: dqn-jax train --resume {out}" if out else ""
         raise TrainingInterrupted(f"interrupted after chunk {chunk}: {where}{hint}")
     if chunk == stop_after and not is_last:
-        reporter.close()
+        reporter.close(stopped=("stop_after_chunks", chunk, saved is not None))
         return True
     return False
 

@@ -12,6 +12,7 @@ from helpers import CHECKPOINTED as QUIET
 from helpers import SMALL, TWO_SEEDS, assert_same_files, assert_same_state
 
 from dqn_jax import checkpoint as ckpt
+from dqn_jax import html_report
 from dqn_jax.cli import main
 from dqn_jax.config import Config
 from dqn_jax.run import TrainingInterrupted, evaluate_checkpoint, train
@@ -87,9 +88,18 @@ def test_ctrl_c_saves_at_the_chunk_boundary_and_resume_finishes_the_run(uninterr
         train(TINY, tmp_path, **options)
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
     assert ckpt.saved_steps(tmp_path) == [1_500]
+    # its report says it stopped (not "in progress") and how to go on
+    stopped = (
+        "stopped after chunk 3 of 4 (interrupted (Ctrl-C)), 1,500 of 2,000 env steps per seed; "
+        f"resume with: dqn-jax train --resume {tmp_path}"
+    )
+    assert html_report.status(html_report.read_run(tmp_path)) == (False, stopped)
+    assert stopped in (tmp_path / "report.html").read_text()
     resumed = train(TINY, tmp_path, resume=True, **QUIET)
     assert_same_state(full.state, resumed.state)
     assert_same_files(full_dir, tmp_path)
+    assert not (tmp_path / "stopped.json").exists()
+    assert html_report.status(html_report.read_run(tmp_path))[0]  # finished
 
 
 @pytest.mark.slow

@@ -112,6 +112,23 @@ def test_a_run_in_progress_shows_its_latest_evaluation_and_says_how_far_it_got(t
     assert "latest greedy return" in html_report.table_html(files)
 
 
+def test_a_run_that_stopped_says_so_and_its_page_does_not_reload(tmp_path):
+    make_run(tmp_path / "run", finished=False)
+    (tmp_path / "run" / "stopped.json").write_text(
+        json.dumps({"reason": "non-finite values", "chunk": 4, "resumable": False})
+    )
+    files = html_report.read_run(tmp_path / "run")
+    assert html_report.status(files) == (
+        False,
+        "stopped after chunk 4 of 4 (non-finite values), 2,000 of 2,000 env steps per seed",
+    )
+    head = html_report.head_html(files)
+    assert 'class="status stopped"' in head and "autoreload" not in head
+    (tmp_path / "run" / "stopped.json").unlink()  # running again: in progress, reloadable
+    head = html_report.head_html(html_report.read_run(tmp_path / "run"))
+    assert 'class="status progress"' in head and "autoreload" in head
+
+
 def test_damaged_files_are_named(tmp_path):
     make_run(tmp_path / "run")
     metrics = tmp_path / "run" / "metrics.jsonl"
