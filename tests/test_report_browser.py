@@ -156,13 +156,24 @@ def test_the_report_of_a_run_in_progress_and_finished(browser, tmp_path):
     run_dir = tmp_path / "run"
     page = run_dir / "report.html"
 
-    # In progress: the page the run leaves when it stops after chunk 2 of 4.
+    # Stopped after chunk 2 of 4: the page the run leaves says so, with the way to go on.
     train(config, run_dir, stop_after_chunks=2, **QUIET)
     assert not (run_dir / "summary.json").exists()
+    open_page(browser, page, FIGURES)
+    assert browser.find_element("id", "status").text == (
+        "stopped after chunk 2 of 4 (stop_after_chunks), 1,000 of 2,000 env steps per seed; "
+        f"resume with: dqn-jax train --resume {run_dir}"
+    )
+    assert browser.find_elements("id", "autoreload") == []
+
+    # In progress: the same files as the run's page after chunk 2 while it still trains.
+    (run_dir / "stopped.json").unlink()
+    write_report(run_dir)
     plots = open_page(browser, page, FIGURES)
     assert console_errors(browser) == []
     status = browser.find_element("id", "status")
     assert status.text == "in progress: chunk 2 of 4 done, 1,000 of 2,000 env steps per seed"
+    assert browser.find_elements("id", "autoreload")
     assert "latest greedy return" in browser.find_element("css selector", "table.runs").text
     assert len(plots) == FIGURES and all(p["colors"] > 20 for p in plots), plots
     rows = table(browser)
