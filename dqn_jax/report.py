@@ -394,8 +394,8 @@ class Reporter:
                 self.out / STOPPED_FILE,
                 {"reason": reason, "chunk": int(chunk), "resumable": bool(resumable)},
             )
-            self.html.pending = True
-        if self.html is not None:
+            self.html.write()  # the status line changed even if no chunk came since
+        elif self.html is not None:
             self.html.flush()
 
     def _close(self) -> None:
