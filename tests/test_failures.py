@@ -186,6 +186,21 @@ def check_latest_restores(run_dir, at_least):
     return steps[-1]
 
 
+def partial_saves(run_dir) -> list:
+    ckpts = run_dir / "checkpoints"
+    return (
+        [p for p in ckpts.iterdir() if ".orbax-checkpoint-tmp" in p.name] if ckpts.exists() else []
+    )
+
+
+def wait_for_partial_save(run_dir, timeout: float) -> None:
+    """Poll until a save in progress has created its temporary directory (a kill timed from the
+    'begin' line alone could land before the save starts writing on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while not partial_saves(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 @pytest.mark.slow
 def test_kill_9_during_saves_never_loses_the_previous_checkpoint(tmp_path):
     rng = random.Random(6)
@@ -204,13 +219,11 @@ def test_kill_9_during_saves_never_loses_the_previous_checkpoint(tmp_path):
             what, step = line.split()
             if what == target[0] and int(step) - latest >= target[1]:
                 break
-        if kill < 3:
-            time.sleep(rng.uniform(0.0, 0.05))
+        if kill < 3:  # once the save's temporary directory exists, at a random moment
+            wait_for_partial_save(run_dir, timeout=30.0)
+            time.sleep(rng.uniform(0.0, 0.02))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        partial = [
-            p for p in (run_dir / "checkpoints").iterdir() if ".orbax-checkpoint-tmp" in p.name
-        ]
-        mid_save_kills += bool(partial)
+        mid_save_kills += bool(partial_saves(run_dir))
         latest = check_latest_restores(run_dir, at_least=latest + 1)
     assert mid_save_kills >= 2, "the kills did not land during saves"
