@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -107,45 +108,59 @@ def per_device(fn: Callable, shard: NamedSharding, num_args: int, replicated_arg
 
 def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None) -> Compiled:
     """AOT-compile every program of the run with the seed axis sharded over ``devices``
-    (default: all), timed so that compile and run time are reported apart."""
+    (default: all), timed so that compile and run time are reported apart.
+
+    Each program is handed to XLA (a compile, or a load from the persistent cache) in a worker
+    thread as soon as it is lowered, so that tracing and lowering the next program in Python
+    overlaps XLA's work on the last one (XLA releases the GIL)."""
     config = trainer.config
     shard = seed_sharding(config.num_seeds, devices)
     keys = jax.device_put(seed_keys(config, trainer.seeds_per_point), shard)
     start = time.perf_counter()
     indices = jax.device_put(run_indices(config), shard)
-    with rng.unrolled_threefry():  # see dqn_jax.rng: an init's draws are each read once
-        init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices)
-    state_shape = jax.tree.map(  # the lowered init's outputs: no second trace of init
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), init.out_info
-    )
-    init = init.compile()
-    prefill = None
-    if config.prefill_episodes > 0 and config.variant != "random":
-        # Seeds one after another (lax.map), not vmapped: the prefill is a while loop over a
-        # per-seed episode count, and a batched predicate would turn every iteration into a
-        # select over the whole replay buffer (measured: ~30x slower).
-        each_seed = lambda s: jax.lax.map(trainer.prefill, s)  # noqa: E731
-        prefill = jax.jit(per_device(each_seed, shard, 1), donate_argnums=0)
-        prefill = prefill.lower(state_shape).compile()
-    chunks = {}
-    for n in sorted(set(sizes)):
-        chunk = jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None))
-        fn = jax.jit(per_device(chunk, shard, 2, replicated_args=(1,)), donate_argnums=0)
-        chunks[n] = fn.lower(state_shape, jnp.int32(0)).compile()
-    evaluate = ekeys = None
-    if config.eval_episodes > 0:
-        ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
-        evaluate = compile_evaluate(trainer, shard, state_shape.agent.learner.params, ekeys)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        with rng.unrolled_threefry():  # see dqn_jax.rng: an init's draws are each read once
+            init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices)
+        state_shape = jax.tree.map(  # the lowered init's outputs: no second trace of init
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), init.out_info
+        )
+        init = pool.submit(init.compile)
+        prefill = None
+        if config.prefill_episodes > 0 and config.variant != "random":
+            # Seeds one after another (lax.map), not vmapped: the prefill is a while loop over
+            # a per-seed episode count, and a batched predicate would turn every iteration into
+            # a select over the whole replay buffer (measured: ~30x slower).
+            each_seed = lambda s: jax.lax.map(trainer.prefill, s)  # noqa: E731
+            prefill = jax.jit(per_device(each_seed, shard, 1), donate_argnums=0)
+            prefill = pool.submit(prefill.lower(state_shape).compile)
+        chunks = {}
+        for n in sorted(set(sizes)):
+            chunk = jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None))
+            fn = jax.jit(per_device(chunk, shard, 2, replicated_args=(1,)), donate_argnums=0)
+            chunks[n] = pool.submit(fn.lower(state_shape, jnp.int32(0)).compile)
+        evaluate = ekeys = None
+        if config.eval_episodes > 0:
+            ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
+            params = state_shape.agent.learner.params
+            evaluate = pool.submit(lower_evaluate(trainer, shard, params, ekeys).compile)
+        init, chunks = init.result(), {n: f.result() for n, f in chunks.items()}
+        prefill = prefill.result() if prefill is not None else None
+        evaluate = evaluate.result() if evaluate is not None else None
     seconds = time.perf_counter() - start
     return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
 
 
-def compile_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array) -> Callable:
-    """The greedy evaluation of every run, ``(params, keys) -> f32[runs, episodes]``, compiled
+def lower_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array):
+    """The greedy evaluation of every run, ``(params, keys) -> f32[runs, episodes]``, lowered
     for ``params`` (arrays or shapes) and ``keys`` sharded by ``shard``."""
     evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
     with rng.unrolled_threefry():  # see dqn_jax.rng: an evaluation's draws are each read once
-        return evaluate.lower(params, keys).compile()
+        return evaluate.lower(params, keys)
+
+
+def compile_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array) -> Callable:
+    """:func:`lower_evaluate`, compiled."""
+    return lower_evaluate(trainer, shard, params, keys).compile()
 
 
 DEFAULT_CHECKPOINT_EVERY = 5
