@@ -59,11 +59,17 @@ def eval_keys(config: Config, seeds_per_point: int | None = None) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(keys)
 
 
-def params_finite(state: TrainState) -> np.ndarray:
-    """``bool[seeds]``: whether every parameter of each seed is finite."""
-    leaves = jax.tree.leaves(state.agent.learner.params)
+@jax.jit
+def _finite_per_seed(params) -> jax.Array:
+    leaves = jax.tree.leaves(params)
     per_leaf = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
-    return distributed.to_host(jnp.stack(per_leaf).all(0))
+    return jnp.stack(per_leaf).all(0)
+
+
+def params_finite(state: TrainState) -> np.ndarray:
+    """``bool[seeds]``: whether every parameter of each seed is finite (one compiled program,
+    not an eager dispatch per leaf after every chunk)."""
+    return distributed.to_host(_finite_per_seed(state.agent.learner.params))
 
 
 class Compiled(NamedTuple):
