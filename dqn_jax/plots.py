@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dqn_jax.config import RunDirError, load_run_config
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def preload() -> threading.Thread:
-    """Import matplotlib (and the statistics module the figures and the HTML report use) in a
-    thread, while a run compiles and trains: XLA releases the GIL, so the imports cost the run
-    little, and the end of the run no longer waits for them."""
-
-    def work() -> None:
-        with contextlib.suppress(Exception):  # an import error shows where the module is used
-            pyplot().subplots  # noqa: B018 - the first attribute loads a deferred module
-            import dqn_jax.stats  # noqa: F401
-
-    thread = threading.Thread(target=work, name="preload-plotting")
-    thread.start()
-    return thread
 
 
 def rolling(values: np.ndarray, window: int, fn) -> np.ndarray:
@@ -48,7 +21,10 @@ def plot_episodes(per_seed: list[np.ndarray], path: Path, title: str, window: in
 
     ``per_seed``: one ``[n, 3]`` array (env_step, length, return) per seed.
     """
-    plt = pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, (ax_len, ax_ret) = plt.subplots(1, 2, figsize=(12, 4.2))
     for seed, eps in enumerate(per_seed):
@@ -129,7 +105,10 @@ def plot_learning_curves(
 ) -> None:
     """One line per label: the IQM over seeds of ``curves[label]`` (``[seeds, bins]``) at each
     ``x`` (env steps), with its 95% stratified-bootstrap confidence band (dqn_jax.stats)."""
-    plt = pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for label, runs in curves.items():
@@ -232,7 +211,10 @@ def replot(run_dir: str | Path) -> list[Path]:
 def plot_q_probes(csv_path: Path, path: Path, title: str) -> None:
     """The notebook's "Q samples": ``max_a Q(s, a)`` of each probe state over training, one line
     per probe for seed 0 (thin lines: the other seeds), from ``q_probes.csv``."""
-    plt = pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     rows = read_rows(csv_path, 5)
     fig, ax = plt.subplots(figsize=(9, 4.5))

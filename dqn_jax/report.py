@@ -332,10 +332,8 @@ class Reporter:
         self.html = None
         if out is not None:
             from dqn_jax.html_report import LiveReport
-            from dqn_jax.plots import preload
 
             (out / STOPPED_FILE).unlink(missing_ok=True)  # running again
-            preload()
 
             self.html = LiveReport(out, self.seeds, echo, config=config.to_dict())
 
