@@ -15,8 +15,9 @@ with the same bits in any program of the process: a rolled loop like jax's, exce
 :func:`unrolled_threefry`, where the rounds are unrolled. :mod:`dqn_jax.run` lowers its init
 and evaluation programs there, where the rolled loops made most of the compile time. Not the
 training chunk: XLA copies an unrolled hash into every fusion that reads its numbers, and a
-chunk with many draws (noisy nets) compiled slower. ``tests/test_rng.py`` checks both
-lowerings against a NumPy Threefry and Random123's published test vectors.
+chunk with many draws (noisy nets) compiled slower; nor the host loop's init, which also
+acts. ``tests/test_rng.py`` checks both lowerings against a NumPy Threefry and Random123's
+published test vectors.
 """
 
 from __future__ import annotations
