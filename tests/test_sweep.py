@@ -172,6 +172,7 @@ def layouts(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("device_layouts")  # one worker: no other waits for it
 def test_sharded_runs_match_across_device_counts(layouts):
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
     # per-seed program on its share of the seeds). With the squared loss (the default preset's)
@@ -187,6 +188,7 @@ def test_sharded_runs_match_across_device_counts(layouts):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("device_layouts")  # one worker: no other waits for it
 def test_pseudo_huber_runs_agree_to_rounding_across_device_counts(layouts):
     # Known limit: the pseudo-Huber gradient d / sqrt(1 + d^2) is compiled with different float
     # rounding in a multi-device program (measured: 1 ulp after one update), so across device
@@ -198,6 +200,7 @@ def test_pseudo_huber_runs_agree_to_rounding_across_device_counts(layouts):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("device_layouts")  # one worker: no other waits for it
 def test_swept_rainbow_equals_plain_runs_and_shards_over_devices(layouts):
     # A traced lr gives the run of the constant: the same experience (epsilon 0: every action
     # reads the parameters), parameters equal up to float rounding (XLA folds a constant lr
