@@ -127,18 +127,3 @@ def session_dir(tmp_path_factory):
 
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def once_per_session(tmp_path_factory, name: str, compute) -> str:
-    """The text ``compute()`` returns, computed once per test session: the first xdist worker
-    to ask computes it and writes it to a file every worker sees; a worker that asks meanwhile
-    waits for it (a lock), and later ones read the file."""
-    import fcntl
-
-    shared = session_dir(tmp_path_factory)
-    path = shared / name
-    with open(shared / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            path.write_text(compute())
-    return path.read_text()
