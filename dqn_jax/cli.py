@@ -325,6 +325,7 @@ def cmd_train(argv: list[str]) -> int:
     else:
         from dqn_jax.run import train
 
+        host_options["program_cache"] = program_cache_dir()
     run_dir = resume or options.out or default_run_dir(config)
     print(f"run directory: {run_dir}")
     try:
@@ -651,6 +652,18 @@ def compile_cache(argv: list[str], environ=os.environ) -> tuple[list[str], Path 
         return rest, Path(environ["JAX_COMPILATION_CACHE_DIR"])
     base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return rest, Path(base) / "dqn-jax" / "jax"
+
+
+PROGRAM_CACHE_SUBDIR = "dqn-jax-programs"
+
+
+def program_cache_dir() -> Path | None:
+    """Where ``dqn-jax train`` keeps lowered programs (:mod:`dqn_jax.program_cache`): a folder
+    of the persistent compilation cache, none when that cache is off."""
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir
+    return Path(cache) / PROGRAM_CACHE_SUBDIR if cache else None
 
 
 def use_compile_cache(path: Path | None) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.extend.random import threefry2x32_p
 from jax.interpreters import mlir
 
@@ -36,18 +37,24 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
+# The rounds are written with lax primitives, not jnp operators: each jnp operator is a
+# small jitted function that costs a nested trace, and a program's hashes have ~1,000 of them.
+
+
 def _rotate_left(x: jax.Array, bits) -> jax.Array:
-    """``x`` (``u32``) rotated left by ``bits`` (a ``u32`` constant or traced value)."""
-    return (x << bits) | (x >> (np.uint32(32) - bits))
+    """``x`` (``u32``) rotated left by ``bits`` (a ``u32`` constant or traced scalar)."""
+    rest = np.uint32(32 - bits) if isinstance(bits, np.integer) else lax.sub(np.uint32(32), bits)
+    right = lax.shift_right_logical(x, rest)
+    return lax.bitwise_or(lax.shift_left(x, bits), right)
 
 
 def _block(x0, x1, rotations, k_next, k_after, number):
     """One block of Threefry-2x32: 4 rounds with ``rotations``, then key injection
     ``number`` (1..5)."""
     for r in rotations:
-        x0 = x0 + x1
-        x1 = _rotate_left(x1, r) ^ x0
-    return x0 + k_next, x1 + k_after + number
+        x0 = lax.add(x0, x1)
+        x1 = lax.bitwise_xor(_rotate_left(x1, r), x0)
+    return lax.add(x0, k_next), lax.add(lax.add(x1, k_after), number)
 
 
 def threefry_rounds(k0, k1, x0, x1, rolled: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -55,8 +62,8 @@ def threefry_rounds(k0, k1, x0, x1, rolled: bool = False) -> tuple[jax.Array, ja
     ``u32`` words, shapes broadcast (jax's ``threefry2x32`` primitive). Unrolled: plain
     elementwise operations; ``rolled``: a ``fori_loop`` over the 5 blocks of 4 rounds, as jax
     lowers it on CPU."""
-    keys = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
-    x0, x1 = x0 + keys[0], x1 + keys[1]
+    keys = (k0, k1, lax.bitwise_xor(lax.bitwise_xor(k0, k1), _KEY_PARITY))
+    x0, x1 = lax.add(x0, keys[0]), lax.add(x1, keys[1])
     if rolled:
         keys = jnp.stack(jnp.broadcast_arrays(*keys))
         rotations = jnp.asarray(_ROTATIONS, jnp.uint32)

@@ -1,7 +1,8 @@
 """The host side of a run: compile, run the chunks, report between them, write the run directory.
 
 ``train(config, run_dir)`` is what the CLI calls. All seeds run in one compiled program:
-``jit(vmap(run_chunk))`` with the seed axis first and the train state donated.
+``jit(vmap(run_chunk))`` (:func:`dqn_jax.device_loop.run_chunk_of_seeds`) with the seed axis
+first and the train state donated.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqn_jax import checkpoint as ckpt
 from dqn_jax import distributed, report, rng
+from dqn_jax import program_cache as program_cache_lib
 from dqn_jax.agent import EVAL_STREAM
 from dqn_jax.config import Config, config_diff, load_run_config
-from dqn_jax.device_loop import Trainer, TrainState, make_train
+from dqn_jax.device_loop import Trainer, TrainState, make_train, run_chunk_of_seeds
 from dqn_jax.report import NonFiniteError, RunResult, chunk_sizes
 from dqn_jax.sweep import saved_sweep
 
@@ -112,21 +114,29 @@ def per_device(fn: Callable, shard: NamedSharding, num_args: int, replicated_arg
     )
 
 
-def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None) -> Compiled:
+def compile_all(
+    trainer: Trainer,
+    sizes: list[int],
+    devices: list | None = None,
+    program_cache: str | Path | None = None,
+) -> Compiled:
     """AOT-compile every program of the run with the seed axis sharded over ``devices``
     (default: all), timed so that compile and run time are reported apart.
 
     Each program is handed to XLA (a compile, or a load from the persistent cache) in a worker
     thread as soon as it is lowered, so that tracing and lowering the next program in Python
-    overlaps XLA's work on the last one (XLA releases the GIL)."""
+    overlaps XLA's work on the last one (XLA releases the GIL). ``program_cache``: a directory
+    of lowered programs (:mod:`dqn_jax.program_cache`) for a trainer built from its config
+    alone; a repeated run then loads them instead of tracing them (one process only)."""
     config = trainer.config
     shard = seed_sharding(config.num_seeds, devices)
     keys = jax.device_put(seed_keys(config, trainer.seeds_per_point), shard)
     start = time.perf_counter()
     indices = jax.device_put(run_indices(config), shard)
+    lower = _lowering(config, program_cache)
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         with rng.unrolled_threefry():  # see dqn_jax.rng: an init's draws are each read once
-            init = jax.jit(per_device(jax.vmap(trainer.init), shard, 2)).lower(keys, indices)
+            init = lower("init", per_device(jax.vmap(trainer.init), shard, 2), (keys, indices))
         state_shape = jax.tree.map(  # the lowered init's outputs: no second trace of init
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), init.out_info
         )
@@ -137,18 +147,20 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
             # a per-seed episode count, and a batched predicate would turn every iteration into
             # a select over the whole replay buffer (measured: ~30x slower).
             each_seed = lambda s: jax.lax.map(trainer.prefill, s)  # noqa: E731
-            prefill = jax.jit(per_device(each_seed, shard, 1), donate_argnums=0)
-            prefill = pool.submit(prefill.lower(state_shape).compile)
+            prefill = lower("prefill", per_device(each_seed, shard, 1), (state_shape,), (0,))
+            prefill = pool.submit(prefill.compile)
         chunks = {}
         for n in sorted(set(sizes)):
-            chunk = jax.vmap(lambda s, it, n=n: trainer.run_chunk(s, it, n), in_axes=(0, None))
-            fn = jax.jit(per_device(chunk, shard, 2, replicated_args=(1,)), donate_argnums=0)
-            chunks[n] = pool.submit(fn.lower(state_shape, jnp.int32(0)).compile)
+            chunk = lambda s, it, n=n: run_chunk_of_seeds(trainer, s, it, n)  # noqa: E731
+            fn = per_device(chunk, shard, 2, replicated_args=(1,))
+            chunks[n] = pool.submit(
+                lower(f"chunk{n}", fn, (state_shape, jnp.int32(0)), (0,)).compile
+            )
         evaluate = ekeys = None
         if config.eval_episodes > 0:
             ekeys = jax.device_put(eval_keys(config, trainer.seeds_per_point), shard)
             params = state_shape.agent.learner.params
-            evaluate = pool.submit(lower_evaluate(trainer, shard, params, ekeys).compile)
+            evaluate = pool.submit(lower_evaluate(trainer, shard, params, ekeys, lower).compile)
         init, chunks = init.result(), {n: f.result() for n, f in chunks.items()}
         prefill = prefill.result() if prefill is not None else None
         evaluate = evaluate.result() if evaluate is not None else None
@@ -156,12 +168,38 @@ def compile_all(trainer: Trainer, sizes: list[int], devices: list | None = None)
     return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
 
 
-def lower_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array):
+def _lowering(config: Config, program_cache: str | Path | None) -> Callable:
+    """``lower(name, fn, args, donate_argnums=()) -> Lowered-like``: ``jax.jit`` and lower, or
+    through ``program_cache`` (:func:`dqn_jax.program_cache.lower`) where there is one."""
+    if program_cache is None or jax.process_count() > 1:
+        return lambda name, fn, args, donate=(): jax.jit(fn, donate_argnums=donate).lower(*args)
+    fingerprint = program_cache_lib.environment_fingerprint()
+    key_parts = json.dumps(config.to_dict(), sort_keys=True)
+
+    def lower(name, fn, args, donate=()):
+        return program_cache_lib.lower(
+            fn,
+            args,
+            name=name,
+            key_parts=key_parts,
+            fingerprint=fingerprint,
+            cache_dir=Path(program_cache),
+            donate_argnums=donate,
+        )
+
+    return lower
+
+
+def lower_evaluate(
+    trainer: Trainer, shard: NamedSharding, params, keys: jax.Array, lower: Callable | None = None
+):
     """The greedy evaluation of every run, ``(params, keys) -> f32[runs, episodes]``, lowered
-    for ``params`` (arrays or shapes) and ``keys`` sharded by ``shard``."""
-    evaluate = jax.jit(per_device(jax.vmap(trainer.evaluate), shard, 2))
+    for ``params`` (arrays or shapes) and ``keys`` sharded by ``shard`` (by ``lower``, from
+    :func:`_lowering`; default: plain ``jax.jit``)."""
+    lower = lower or _lowering(trainer.config, None)
+    evaluate = per_device(jax.vmap(trainer.evaluate), shard, 2)
     with rng.unrolled_threefry():  # see dqn_jax.rng: an evaluation's draws are each read once
-        return evaluate.lower(params, keys)
+        return lower("evaluate", evaluate, (params, keys))
 
 
 def compile_evaluate(trainer: Trainer, shard: NamedSharding, params, keys: jax.Array) -> Callable:
@@ -467,6 +505,7 @@ def train(
     keep_checkpoints: int = ckpt.DEFAULT_KEEP,
     stop_after_chunks: int | None = None,
     tensorboard: bool = False,
+    program_cache: str | Path | None = None,
 ) -> RunResult:
     """Run ``config`` (all seeds at once); write the run directory if ``run_dir`` is given.
 
@@ -481,11 +520,15 @@ def train(
     summary then says ``stopped_after_chunk``). Ctrl-C saves at the end of the running chunk
     and raises :class:`TrainingInterrupted`. Raises :class:`NonFiniteError` at the first chunk
     boundary where a seed's loss or parameters are NaN/inf, without saving that state.
-    ``devices`` (default: all of JAX's) share the seeds.
+    ``devices`` (default: all of JAX's) share the seeds. ``program_cache``: a directory where
+    the lowered programs are kept (:mod:`dqn_jax.program_cache`; what the CLI passes), so that
+    an identical run skips tracing; ignored when a ``trainer`` is passed in.
 
     In a multi-process run (:mod:`dqn_jax.distributed`) every process calls this with the same
     arguments; process 0 alone writes the files and prints, every process its checkpoint shards.
     """
+    if trainer is not None:
+        program_cache = None  # its closures (swaps, sweep tables) are not in the cache's key
     trainer = trainer or make_train(config)
     config = trainer.config
     seed_sharding(config.num_seeds, devices)  # refuses a bad multi-process layout, before files
@@ -497,7 +540,7 @@ def train(
     tb = open_run_dir(config, shapes, out, resume, force, keep_checkpoints, tensorboard)
     sizes = chunk_sizes(config.num_iterations, config.num_chunks)
     bounds = [checkpoint_step(config, it) for it in itertools.accumulate(sizes, initial=0)]
-    compiled = compile_all(trainer, sizes, devices)
+    compiled = compile_all(trainer, sizes, devices, program_cache)
     echo(
         f"{config.env} | {config.variant} | {config.num_seeds} seed(s) x "
         f"{config.total_steps:,} env steps | {compiled.sharding.mesh.size} device(s) | "

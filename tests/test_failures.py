@@ -44,15 +44,15 @@ def test_nan_names_chunk_steps_seeds_and_keeps_the_last_good_checkpoint(tmp_path
     config = TINY.replace(seed=5)
     trainer = make_train(config)
 
-    def poisoned_chunk(state, start_iteration, num_iterations):
-        state, out = trainer.run_chunk(state, start_iteration, num_iterations)
-        poison = start_iteration >= 500  # chunk 3 of 4 (250 iterations each)
+    def poisoned_iteration(state, it):
+        state, out = trainer.iteration(state, it)
+        poison = it >= 500  # chunk 3 of 4 (250 iterations each)
         learner = state.agent.learner
         params = jax.tree.map(lambda p: jnp.where(poison, jnp.nan, p), learner.params)
         agent = state.agent._replace(learner=learner._replace(params=params))
         return state._replace(agent=agent), out
 
-    poisoned = trainer._replace(run_chunk=poisoned_chunk)
+    poisoned = trainer._replace(iteration=poisoned_iteration)
     with pytest.raises(NonFiniteError) as err:
         train(config, tmp_path, trainer=poisoned, **QUIET)
     message = str(err.value)
