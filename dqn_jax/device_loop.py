@@ -276,10 +276,16 @@ def iteration_indices(start_iteration, num_iterations: int) -> jax.Array:
 def run_chunk_of_seeds(trainer: Trainer, state: TrainState, start_iteration, num_iterations: int):
     """``vmap(trainer.run_chunk, in_axes=(0, None, None))``: the chunk of every seed of
     ``state`` (leading seed axis; outputs ``[seeds, iterations, ...]``), written as a scan over
-    the vmapped iteration. Same values; it traces faster, because vmapping a scan batches its
-    body's jaxpr once more after tracing it."""
+    the vmapped iteration (it traces faster: vmapping a scan batches its body's jaxpr once more
+    after tracing it). A single seed runs the iteration unbatched: the same computation, which
+    XLA may round differently in the last bits."""
     state = state._replace(agent=jax.vmap(core.reset_stats)(state.agent))
-    each_seed = jax.vmap(trainer.iteration, in_axes=(0, None))
     its = iteration_indices(start_iteration, num_iterations)
+    if jax.tree.leaves(state)[0].shape[0] == 1:
+        # One seed: the iteration unbatched. XLA:CPU ran the reductions of a LayerNorm's
+        # gradient several times slower with the unit seed axis (see the README's PQN figures).
+        state, out = jax.lax.scan(trainer.iteration, jax.tree.map(lambda x: x[0], state), its)
+        return jax.tree.map(lambda x: x[None], (state, out))
+    each_seed = jax.vmap(trainer.iteration, in_axes=(0, None))
     state, out = jax.lax.scan(each_seed, state, its)
     return state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
