@@ -1112,6 +1112,7 @@ class LiveReport:
     def _warm(self, live: Shape) -> None:
         with contextlib.suppress(Exception):  # a failure shows when the first write builds it
             skeleton(live)
+            from dqn_jax import stats  # noqa: F401 - imports scipy.stats, which the tables use
         self.ready.set()
 
     def chunk(self) -> None:

@@ -68,10 +68,10 @@ def _finite_per_seed(params) -> jax.Array:
     return jnp.stack(per_leaf).all(0)
 
 
-def params_finite(state: TrainState) -> np.ndarray:
-    """``bool[seeds]``: whether every parameter of each seed is finite (one compiled program,
-    not an eager dispatch per leaf after every chunk)."""
-    return distributed.to_host(_finite_per_seed(state.agent.learner.params))
+def params_finite(compiled: Compiled, state: TrainState) -> np.ndarray:
+    """``bool[seeds]``: whether every parameter of each seed is finite (one program compiled
+    with the run's, not an eager dispatch per leaf after every chunk)."""
+    return distributed.to_host(compiled.finite(state.agent.learner.params))
 
 
 class Compiled(NamedTuple):
@@ -82,6 +82,7 @@ class Compiled(NamedTuple):
     seconds: float
     sharding: NamedSharding  # of every array with a leading seed axis
     eval_keys: jax.Array | None  # of every run (eval_keys), on the sharding; None without eval
+    finite: Callable  # params -> bool[seeds] (_finite_per_seed)
 
 
 def seed_sharding(num_seeds: int, devices: list | None = None) -> NamedSharding:
@@ -141,6 +142,7 @@ def compile_all(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard), init.out_info
         )
         init = pool.submit(init.compile)
+        finite = pool.submit(_finite_per_seed.lower(state_shape.agent.learner.params).compile)
         prefill = None
         if config.prefill_episodes > 0 and config.variant != "random":
             # Seeds one after another (lax.map), not vmapped: the prefill is a while loop over
@@ -164,8 +166,9 @@ def compile_all(
         init, chunks = init.result(), {n: f.result() for n, f in chunks.items()}
         prefill = prefill.result() if prefill is not None else None
         evaluate = evaluate.result() if evaluate is not None else None
+        finite = finite.result()
     seconds = time.perf_counter() - start
-    return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys)
+    return Compiled(init, prefill, chunks, evaluate, seconds, shard, ekeys, finite)
 
 
 def _lowering(config: Config, program_cache: str | Path | None) -> Callable:
@@ -470,7 +473,9 @@ def _run_chunk(
     outputs = distributed.to_host(outputs)
     first_vstep = iteration * config.vector_steps_per_iteration
     env_step = checkpoint_step(config, iteration + n)
-    stats = report.chunk_stats(distributed.to_host(state.agent.stats), params_finite(state))
+    stats = report.chunk_stats(
+        distributed.to_host(state.agent.stats), params_finite(compiled, state)
+    )
     first_step = first_vstep * config.num_envs
     reporter.check_finite(chunk, first_step, env_step, stats, saver.last_good())
     window = report.extract_episodes(
