@@ -108,8 +108,8 @@ def lower(
     try:
         saved_tree, blob = pickle.loads(path.read_bytes())
         exported, out_tree = export.deserialize(bytearray(blob)), saved_tree
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-        pass  # absent or unreadable: traced again below, and rewritten
+    except Exception:  # noqa: BLE001 - absent or unreadable in any way (a truncated write, a
+        pass  # format of another jax): traced again below, and rewritten
     if exported is None:
         out = []
 

@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import pickle
 import sys
 from typing import NamedTuple
 
@@ -82,14 +83,18 @@ def test_any_change_in_the_key_traces_again(tmp_path, change):
     assert len(list(tmp_path.glob("step-*.program"))) == 2
 
 
-def test_an_unreadable_file_is_traced_again_and_rewritten(tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [b"not a program", pickle.dumps((jax.tree.structure(1), b"not an exported program"))],
+)
+def test_an_unreadable_file_is_traced_again_and_rewritten(tmp_path, damage):
     args = (Pair(jnp.arange(3.0), None), jnp.float32(2.0))
     lower(tmp_path, args)
     (path,) = tmp_path.glob("step-*.program")
-    path.write_bytes(b"not a program")
+    path.write_bytes(damage)
     TRACES.clear()
     out, _ = lower(tmp_path, args).compile()(*args)
-    assert len(TRACES) == 1 and path.read_bytes() != b"not a program"
+    assert len(TRACES) == 1 and path.read_bytes() != damage
     np.testing.assert_array_equal(out.a, [1.0, 3.0, 5.0])
 
 
