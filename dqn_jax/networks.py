@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dqn_jax.conv import flax_conv_valid
 from dqn_jax.variants import VARIANTS
 
 
@@ -156,7 +157,13 @@ def _nature_convs(obs: jax.Array, layer_norm: bool = False) -> jax.Array:
     channels before each ReLU with ``layer_norm``), flattened."""
     x = jnp.transpose(obs.astype(jnp.float32) / 255.0, (0, 2, 3, 1))
     for features, size, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
-        x = nn.Conv(features, (size, size), strides=(stride, stride), padding="VALID")(x)
+        x = nn.Conv(
+            features,
+            (size, size),
+            strides=(stride, stride),
+            padding="VALID",
+            conv_general_dilated=flax_conv_valid,
+        )(x)
         x = nn.relu(nn.LayerNorm()(x) if layer_norm else x)
     return x.reshape((x.shape[0], -1))
 
@@ -165,7 +172,9 @@ def _minatar_conv(obs: jax.Array, layer_norm: bool = False) -> jax.Array:
     """``obs [B, H, W, C] -> f32[B, 16 (H - 2) (W - 2)]`` (1024 for MinAtar's 10 x 10): the
     channels-last grid of 0/1 cells (bool or float), one conv 16 3x3/1 (``VALID``, ReLU; a
     LayerNorm over channels before it with ``layer_norm``), flattened (Young & Tian 2019)."""
-    x = nn.Conv(16, (3, 3), strides=(1, 1), padding="VALID")(obs.astype(jnp.float32))
+    x = nn.Conv(16, (3, 3), padding="VALID", conv_general_dilated=flax_conv_valid)(
+        obs.astype(jnp.float32)
+    )
     x = nn.relu(nn.LayerNorm()(x) if layer_norm else x)
     return x.reshape((x.shape[0], -1))
 
