@@ -14,7 +14,11 @@ Rows, all measured in this run:
   the ``nature-dqn`` preset, per chunk from ``metrics.jsonl`` (compilation excluded), before and
   after ``learning_starts``; epsilon is held at 0.1, so 9 steps in 10 act greedily as a trained
   agent does. ``learning iteration`` = ``train_every`` agent steps at the learning rate; its ratio
-  to the bare update is the issue's target (at most 1.5).
+  to the bare update is the issue's target (at most 1.5). The run uses the config's
+  ``atari_envs`` (ale-py's C++ vector env by default).
+- ``env alone``: the host vector env of ALE/Pong-v5 stepped with random actions, nothing else:
+  ale-py's ``AtariVectorEnv`` (``atari_envs=ale``) against the Gymnasium wrappers stepped in
+  turn (``atari_envs=gymnasium``), with 1 and 8 environments.
 
     python benchmarks/atari.py [--variant dqn|ddqn] [--steps 1000] [--repeats 15]
 
@@ -196,6 +200,23 @@ def pong_rates(config, steps: int) -> tuple[float, float]:
     return rate(rows[1 : len(rows) // 2]), rate(rows[len(rows) // 2 + 1 :])
 
 
+def env_rate(atari_envs: str, num_envs: int, steps: int) -> float:
+    """Agent steps/s of the host vector env of ALE/Pong-v5 alone (uniform random actions):
+    ale-py's C++ ``AtariVectorEnv`` or the Gymnasium wrappers stepped in turn."""
+    from dqn_jax.envs import gym_envs
+
+    envs = gym_envs.make_vector_env("ALE/Pong-v5", num_envs, atari_envs=atari_envs)
+    rng = np.random.default_rng(0)
+    try:
+        envs.reset(seed=0)
+        start = time.perf_counter()
+        for _ in range(steps // num_envs):
+            envs.step(rng.integers(0, 6, num_envs))
+        return (steps // num_envs) * num_envs / (time.perf_counter() - start)
+    finally:
+        envs.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=("dqn", "ddqn"), default="dqn", help="preset: dqn")
@@ -234,6 +255,16 @@ def main() -> None:
             vs_bare=f"{iteration_ms / bare_ms:.2f}",
         ),
     ]
+    for num_envs in (1, 8):
+        for atari_envs in ("ale", "gymnasium"):
+            rate = env_rate(atari_envs, num_envs, 8 * args.steps)
+            rows.append(
+                dict(
+                    what=f"ALE/Pong-v5 env alone, {num_envs} env(s), atari_envs={atari_envs}",
+                    ms=f"{1e3 / rate:.2f}",
+                    steps_per_s=f"{rate:.0f}",
+                )
+            )
     print(table(rows, ["what", "ms", "gflops", "of_matmul", "steps_per_s", "vs_bare"]))
     print(
         f"\nvariant {args.variant}; ms: per call (median of {args.repeats}) or per agent step; "

@@ -32,6 +32,7 @@ InitScheme = Literal["lecun", "notebook"]
 PriorityRule = Literal["max", "td"]
 Backend = Literal["auto", "jax", "gymnasium"]
 Network = Literal["mlp", "nature_cnn", "minatar_cnn"]
+AtariEnvs = Literal["ale", "gymnasium"]
 VARIANT_NAMES = get_args(VariantName)
 LOSS_NAMES = get_args(LossName)[1:]
 OPTIMIZERS = get_args(Optimizer)
@@ -40,6 +41,7 @@ INIT_SCHEMES = get_args(InitScheme)
 PRIORITY_RULES = get_args(PriorityRule)
 NETWORKS = get_args(Network)
 BACKENDS = get_args(Backend)
+ATARI_ENVS = get_args(AtariEnvs)
 
 
 class ConfigError(ValueError):
@@ -200,6 +202,10 @@ class Config:
     terminal_on_life_loss: bool = False
     """Atari (``ALE/...`` ids): a lost life ends the episode (Gymnasium's AtariPreprocessing
     option: the next episode starts from a full reset)."""
+    atari_envs: AtariEnvs = "ale"
+    """Atari (``ALE/...`` ids): ale (ale-py's C++ ``AtariVectorEnv``, threaded; a resume starts
+    new episodes) | gymnasium (Gymnasium's ``AtariPreprocessing`` wrappers stepped in turn;
+    their state is checkpointed, so a resume is bit-identical). See dqn_jax/envs/ale_vector.py."""
 
     probe_states: int = 0
     """Q-value traces (the notebook's "Q values sampling"): this many fixed states, taken along
@@ -321,6 +327,9 @@ def validate(c: Config) -> None:
     _one_of("network", c.network, NETWORKS)
     if c.terminal_on_life_loss and not c.env.startswith("ALE/"):
         _fail("terminal_on_life_loss", True, f"only applies to ALE/ (Atari) ids, not {c.env!r}")
+    _one_of("atari_envs", c.atari_envs, ATARI_ENVS)
+    if c.atari_envs != "ale" and not c.env.startswith("ALE/"):
+        _fail("atari_envs", c.atari_envs, f"only applies to ALE/ (Atari) ids, not {c.env!r}")
     _one_of("per_priority_on_insert", c.per_priority_on_insert, PRIORITY_RULES)
     for name in ("num_seeds", "total_steps", "num_envs", "num_chunks", "buffer_size"):
         _at_least(name, getattr(c, name), 1)

@@ -10,7 +10,9 @@ from helpers import QUIET, assert_same_files, assert_same_state
 
 from dqn_jax import frame_replay as fr
 from dqn_jax import sumtree
-from dqn_jax.envs import atari
+from dqn_jax.envs import atari, gym_envs
+from dqn_jax.envs.ale_vector import reset_padded
+from dqn_jax.envs.vector_env import SameStepVectorEnv
 from dqn_jax.networks import ConvQNetwork
 from dqn_jax.replay import Transition, example_transition
 
@@ -151,12 +153,81 @@ def test_pong_round_trip_through_frame_replay():
         assert got.discount[j] == d and got.last[j] == 0
 
 
+def test_reset_padding_repeats_each_young_episodes_first_frame():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(1, 256, (5, 4, 3, 3), np.uint8)
+    age = np.array([0, 1, 2, 3, 7])
+    obs = frames.copy()
+    for i, a in enumerate(age):  # ALE's padding: zero frames before the episode's first
+        obs[i, : max(3 - a, 0)] = 0
+    got = reset_padded(obs, age)
+    for i, a in enumerate(age):
+        pad = max(3 - a, 0)
+        for k in range(4):  # FrameStackObservation's: copies of the first frame
+            np.testing.assert_array_equal(got[i, k], obs[i, pad] if k < pad else obs[i, k])
+    grown = obs[3:]
+    assert reset_padded(grown, age[3:]) is grown  # no young episode: nothing copied
+
+
+def test_ale_vector_env_steps_as_the_gymnasium_path_where_both_are_deterministic():
+    """ale-py's C++ vector env and the Gymnasium wrappers give the same observations (reset
+    padding included), rewards, ends and final observations, bit for bit, where neither draws
+    randomness: no sticky actions (a ``NoFrameskip-v4`` id) and no no-op starts. Where they
+    cannot agree: sticky actions and no-op counts come from different generators, so from the
+    first step of a ``-v5`` id or with no-op starts the two play different episodes."""
+    pytest.importorskip("ale_py")
+    from dqn_jax.envs.ale_vector import AleVectorEnv
+
+    env_id, n = "BreakoutNoFrameskip-v4", 2
+    ale = AleVectorEnv(env_id, n, noop_max=0, terminal_on_life_loss=True)
+    gym = SameStepVectorEnv(
+        [lambda: atari.make_atari_env(env_id, noop_max=0, terminal_on_life_loss=True)] * n
+    )
+    obs_a, _ = ale.reset(seed=[11, 12])
+    obs_g, _ = gym.reset(seed=[11, 12])
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(150):
+        np.testing.assert_array_equal(obs_a, obs_g)
+        actions = rng.integers(0, ale.single_action_space.n, n)
+        obs_a, r_a, term_a, trunc_a, info_a = ale.step(actions)
+        obs_g, r_g, term_g, trunc_g, info_g = gym.step(actions)
+        np.testing.assert_array_equal(r_a, r_g)
+        np.testing.assert_array_equal(term_a, term_g)
+        np.testing.assert_array_equal(trunc_a, trunc_g)
+        done = term_a | trunc_a
+        if done.any():
+            ends += 1
+            np.testing.assert_array_equal(info_a["final_obs"][done], info_g["final_obs"][done])
+    assert ends >= 3  # reset padding and final frames were crossed
+    ale.close()
+    gym.close()
+
+
+def test_ale_vector_env_follows_the_id_and_cannot_save_its_state():
+    pytest.importorskip("ale_py")
+    from dqn_jax.envs.ale_vector import ale_settings
+
+    assert ale_settings("ALE/Pong-v5")["repeat_action_probability"] == 0.25
+    assert ale_settings("PongNoFrameskip-v4")["repeat_action_probability"] == 0.0
+    envs = gym_envs.make_vector_env("ALE/Pong-v5", 2)
+    try:
+        assert envs.single_action_space.n == 6  # the id's minimal action set
+        obs, _ = envs.reset(seed=[3, 4_000_000_000])  # the host's 32-bit seeds
+        assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+        with pytest.raises(TypeError, match="cannot save"):
+            gym_envs.save_env_state(envs)
+    finally:
+        envs.close()
+
+
 @pytest.mark.slow
 def test_nature_dqn_on_pong_learns_stores_one_frame_and_resumes_bit_identically(tmp_path):
     """The nature-dqn preset, shrunk to 240 agent steps on 2 envs, through the Gymnasium
     backend: it learns (finite loss), stores one frame per transition, writes the run files,
     and a run stopped after chunk 2 of 4 resumes bit-identical to the uninterrupted one (the
-    emulators' whole state, RNG included, in the checkpoint)."""
+    emulators' whole state, RNG included, in the checkpoint); on ale-py's vector env, which
+    cannot be checkpointed, a resume warns and goes on."""
     pytest.importorskip("ale_py")
     from dqn_jax import host_loop
     from dqn_jax.config import from_preset
@@ -173,6 +244,7 @@ def test_nature_dqn_on_pong_learns_stores_one_frame_and_resumes_bit_identically(
         eps_duration=120,
         num_chunks=4,
         eval_episodes=0,  # a whole game of Pong per evaluation: the CartPole tests cover it
+        atari_envs="gymnasium",  # whose environments' state the checkpoint holds
     )
     assert (config.network, config.optimizer, config.loss) == (
         "nature_cnn",
@@ -196,3 +268,12 @@ def test_nature_dqn_on_pong_learns_stores_one_frame_and_resumes_bit_identically(
     resumed = host_loop.train(config, cut_dir, resume=True, **QUIET)
     assert_same_files(full_dir, cut_dir)
     assert_same_state(result.state, resumed.state)
+    # ale-py's vector env (the default): the same programs learn from it; its emulators cannot
+    # be checkpointed, so the resume says so and continues on new episodes to the end.
+    ale, ale_dir, lines = config.replace(atari_envs="ale"), tmp_path / "ale", []
+    host_loop.train(ale, ale_dir, stop_after_chunks=2, **{**QUIET, "echo": lines.append})
+    assert any("cannot save" in line and "new episodes" in line for line in lines)
+    resumed = host_loop.train(ale, ale_dir, resume=True, **QUIET)
+    assert resumed.summary["total_env_steps"] == 240
+    assert int(resumed.state.replay.count.sum()) >= 240
+    assert np.asarray(resumed.state.stats[0])[2] > 0  # it learned after the resume

@@ -84,7 +84,11 @@ def test_atari_env_state_round_trip_steps_identically_across_episode_ends():
     # restored np_random, sticky actions from the restored emulator RNG) in 300 steps.
     pytest.importorskip("ale_py")
     config = Config(
-        env="ALE/Breakout-v5", backend="gymnasium", network="nature_cnn", terminal_on_life_loss=True
+        env="ALE/Breakout-v5",
+        backend="gymnasium",
+        network="nature_cnn",
+        terminal_on_life_loss=True,
+        atari_envs="gymnasium",
     )
     kwargs = gym_envs.env_kwargs(config)
     ends = steps_identically_after_restore(config.env, 2, 4, warm_up=20, steps=300, **kwargs)

@@ -107,8 +107,12 @@ def gymnasium_env_spec(env_id: str) -> EnvSpec:
 
 
 def env_kwargs(config) -> dict:
-    """Keyword arguments of :func:`make_env` that come from ``config``."""
-    return {"terminal_on_life_loss": True} if config.terminal_on_life_loss else {}
+    """Keyword arguments of :func:`make_vector_env` (and, but for ``atari_envs``, of
+    :func:`make_env`) that come from ``config``."""
+    kwargs = {"terminal_on_life_loss": True} if config.terminal_on_life_loss else {}
+    if is_atari(config.env):
+        kwargs["atari_envs"] = config.atari_envs
+    return kwargs
 
 
 def obs_dtype(env_id: str) -> np.dtype:
@@ -144,11 +148,17 @@ def env_seeds(seed: int, role: int, num_envs: int, at: int | None = None) -> lis
     ]
 
 
-def make_vector_env(env_id: str, num_envs: int, **env_kwargs):
+def make_vector_env(env_id: str, num_envs: int, *, atari_envs: str = "ale", **env_kwargs):
     """``num_envs`` copies of ``env_id`` with same-step autoreset (the final observation of an
     ended episode is in ``info["final_obs"]``): a :class:`dqn_jax.vector_env.SameStepVectorEnv`,
     which returns what ``gymnasium.vector.SyncVectorEnv`` with ``AutoresetMode.SAME_STEP`` does,
-    at about half its cost per step on CartPole."""
+    at about half its cost per step on CartPole; for an Atari id with ``atari_envs="ale"``,
+    ale-py's C++ vector environment in the same contract
+    (:class:`dqn_jax.envs.ale_vector.AleVectorEnv`)."""
+    if atari_envs == "ale" and is_atari(env_id):
+        from dqn_jax.envs.ale_vector import AleVectorEnv
+
+        return AleVectorEnv(env_id, num_envs, **env_kwargs)
     return SameStepVectorEnv([lambda: make_env(env_id, **env_kwargs) for _ in range(num_envs)])
 
 
@@ -184,6 +194,11 @@ def save_env_state(envs) -> bytes:
     buffers, ``np_random``) and, for ALE games, the emulator with its RNG
     (``cloneState(include_rng=True)``). :func:`restore_env_state` puts it back into a vector env
     made the same way, which then steps exactly as ``envs`` would have."""
+    if not isinstance(envs, SameStepVectorEnv):
+        raise TypeError(
+            f"{type(envs).__name__} cannot save its environments' state (ale-py's C++ "
+            "emulators; --atari-envs gymnasium checkpoints them)"
+        )
     subs = []
     for sub in envs.envs:
         chain = []
