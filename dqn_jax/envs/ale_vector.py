@@ -75,9 +75,15 @@ class AleVectorEnv(VectorEnv):
         noop_max: int = 30,
         num_threads: int | None = None,
     ):
-        from ale_py.vector_env import AtariVectorEnv
-
         settings = ale_settings(env_id)
+        try:
+            from ale_py.vector_env import AtariVectorEnv
+        except ImportError as err:
+            raise ImportError(
+                "atari_envs='ale' needs ale-py >= 0.12 (its AtariVectorEnv): pip install -e "
+                "'.[atari]', or pass --atari-envs gymnasium"
+            ) from err
+
         self.env = AtariVectorEnv(
             settings.pop("game"),
             num_envs,
