@@ -22,9 +22,9 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x: jax.Array, w: jax.Array, strides, rhs_dilation=(1, 1), **kw) -> jax.Array:
+def _conv(x: jax.Array, w: jax.Array, strides, rhs_dilation=(1, 1)) -> jax.Array:
     return lax.conv_general_dilated(
-        x, w, strides, "VALID", rhs_dilation=rhs_dilation, dimension_numbers=_NHWC, **kw
+        x, w, strides, "VALID", rhs_dilation=rhs_dilation, dimension_numbers=_NHWC
     )
 
 

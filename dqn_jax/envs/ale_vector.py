@@ -17,11 +17,11 @@ the one :class:`dqn_jax.envs.vector_env.SameStepVectorEnv` keeps for
 - ``terminal_on_life_loss``: ALE's ``episodic_life``, which (with same-step autoreset) ends the
   episode and resets the game, as Gymnasium's option does.
 
-Where the two paths cannot agree (``tests/test_atari.py`` measures it): ALE resizes frames
-with its own filter, so pixels differ slightly from OpenCV's ``INTER_AREA`` in
-``AtariPreprocessing``; and the no-op counts and sticky-action coins come from the emulator's
-own generator, not ``np_random``, so the same seed starts different episodes. The emulators'
-state cannot be saved: a resumed run starts new episodes (the host driver's fallback).
+Where neither path draws randomness (no sticky actions, no no-op starts) the two give
+bit-identical observations, rewards and ends (``tests/test_atari.py``). Where they cannot
+agree: the no-op counts and sticky-action coins come from different generators, so the same
+seed plays different episodes. The emulators' state cannot be saved: a resumed run starts new
+episodes (the host driver's fallback).
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class AleVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         """Reset every game (game ``i`` seeded ``seed + i`` for an int ``seed``, ``seed[i]``
-        for a list of ``num_envs`` seeds, unseeded for None): ``(obs, {})``."""
+        for a list of ``num_envs`` seeds, unseeded for None; seeds are taken modulo ``2**31``,
+        ALE's range): ``(obs, {})``."""
         if seed is not None and not isinstance(seed, int | np.integer):
             seed = np.asarray([int(s) % 2**31 for s in seed], np.int64)
             if seed.shape != (self.num_envs,):

@@ -3,7 +3,9 @@
 Any Gymnasium id with a discrete action space and a Box observation space; ``ALE/...`` ids get
 the Nature DQN preprocessing of :mod:`dqn_jax.envs.atari`; ``MinAtar/...`` ids are the original
 MinAtar games of the ``minatar`` package (the ``minatar`` extra). The environments of a run live
-in a :class:`dqn_jax.envs.vector_env.SameStepVectorEnv` (same-step autoreset).
+in a :class:`dqn_jax.envs.vector_env.SameStepVectorEnv` (same-step autoreset), or for Atari
+ids by default in ale-py's C++ vector env under the same contract
+(:mod:`dqn_jax.envs.ale_vector`).
 """
 
 from __future__ import annotations
