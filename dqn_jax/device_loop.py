@@ -279,13 +279,13 @@ def run_chunk_of_seeds(trainer: Trainer, state: TrainState, start_iteration, num
     the vmapped iteration (it traces faster: vmapping a scan batches its body's jaxpr once more
     after tracing it). A single seed runs the iteration unbatched: the same computation, which
     XLA may round differently in the last bits."""
+    if jax.tree.leaves(state)[0].shape[0] == 1:
+        # One seed: its chunk unbatched. XLA:CPU ran the reductions of a LayerNorm's gradient
+        # several times slower with the unit seed axis (see the README's PQN figures).
+        one = jax.tree.map(lambda x: x[0], state)
+        out = trainer.run_chunk(one, start_iteration, num_iterations)
+        return jax.tree.map(lambda x: x[None], out)
     state = state._replace(agent=jax.vmap(core.reset_stats)(state.agent))
     its = iteration_indices(start_iteration, num_iterations)
-    if jax.tree.leaves(state)[0].shape[0] == 1:
-        # One seed: the iteration unbatched. XLA:CPU ran the reductions of a LayerNorm's
-        # gradient several times slower with the unit seed axis (see the README's PQN figures).
-        state, out = jax.lax.scan(trainer.iteration, jax.tree.map(lambda x: x[0], state), its)
-        return jax.tree.map(lambda x: x[None], (state, out))
-    each_seed = jax.vmap(trainer.iteration, in_axes=(0, None))
-    state, out = jax.lax.scan(each_seed, state, its)
+    state, out = jax.lax.scan(jax.vmap(trainer.iteration, in_axes=(0, None)), state, its)
     return state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
