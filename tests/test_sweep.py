@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, environ_with_devices
+from helpers import SMALL, environ_with_devices, once_per_session
 
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.run import evaluate_checkpoint, train
@@ -152,23 +152,27 @@ def as_json(fields: dict) -> str:
     return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
 
 
-@pytest.fixture(scope="module")
-def layouts() -> dict:
+@pytest.fixture(scope="session")
+def layouts(tmp_path_factory) -> dict:
     """The runs of :data:`DEVICE_LAYOUTS`, by name (``"squared/2"``: 2 devices), computed once
-    by the worker that runs the tests reading them (they share one ``xdist_group``)."""
-    args = [as_json(SMALL), as_json({**SMALL, **RAINBOW}), json.dumps(RAINBOW_GRID)]
-    out = subprocess.run(
-        [sys.executable, "-c", DEVICE_LAYOUTS, *args],
-        env=environ_with_devices(4),
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    in the session (:func:`helpers.once_per_session`)."""
+
+    def compute():
+        args = [as_json(SMALL), as_json({**SMALL, **RAINBOW}), json.dumps(RAINBOW_GRID)]
+        out = subprocess.run(
+            [sys.executable, "-c", DEVICE_LAYOUTS, *args],
+            env=environ_with_devices(4),
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    return once_per_session(tmp_path_factory, "device_layouts", compute)
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("device_layouts")  # one worker computes `layouts` for all three
+@pytest.mark.xdist_group("device_layouts")  # `layouts` is computed once, by one worker
 def test_sharded_runs_match_across_device_counts(layouts):
     # The seed axis split over 1, 2 and 4 CPU devices (shard_map: each device runs the same
     # per-seed program on its share of the seeds). With the squared loss (the default preset's)
@@ -184,7 +188,7 @@ def test_sharded_runs_match_across_device_counts(layouts):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("device_layouts")  # one worker computes `layouts` for all three
+@pytest.mark.xdist_group("device_layouts")  # `layouts` is computed once, by one worker
 def test_pseudo_huber_runs_agree_to_rounding_across_device_counts(layouts):
     # Known limit: the pseudo-Huber gradient d / sqrt(1 + d^2) is compiled with different float
     # rounding in a multi-device program (measured: 1 ulp after one update), so across device
@@ -196,7 +200,7 @@ def test_pseudo_huber_runs_agree_to_rounding_across_device_counts(layouts):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("device_layouts")  # one worker computes `layouts` for all three
+@pytest.mark.xdist_group("device_layouts")  # `layouts` is computed once, by one worker
 def test_swept_rainbow_equals_plain_runs_and_shards_over_devices(layouts):
     # A traced lr gives the run of the constant: the same experience (epsilon 0: every action
     # reads the parameters), parameters equal up to float rounding (XLA folds a constant lr
