@@ -87,11 +87,16 @@ def ours(preset: str, seeds: int) -> dict:
 
 
 def theirs(python: str, root: str, seeds: int) -> dict:
-    start = time.perf_counter()
-    out = subprocess.run(
-        [python, "-c", LAUNCHER, root, str(seeds)], check=True, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
+    cmd = [python, "-c", LAUNCHER, root, str(seeds)]
+    # A fresh working directory: `python -c` puts it first on sys.path, where a stray
+    # `gym.py` once shadowed the gym that gymnax 0.0.6 imports.
+    with tempfile.TemporaryDirectory() as cwd:
+        start = time.perf_counter()
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if out.returncode:
+        tail = "\n".join(out.stderr.splitlines()[-20:])
+        raise SystemExit(f"purejaxql's side failed ({out.returncode}):\n{tail}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return {
         "side": f"purejaxql (jax {r['jax']})",
