@@ -200,10 +200,11 @@ class Config:
     """Rewards are learned from multiplied by this (> 0; after ``clip_rewards``); episode
     returns stay raw (PQN's CartPole: 0.1)."""
     terminal_on_life_loss: bool = False
-    """Atari (``ALE/...`` ids): a lost life ends the episode (Gymnasium's AtariPreprocessing
-    option: the next episode starts from a full reset)."""
+    """Atari (``ALE/...`` ids and ale-py's others, e.g. ``BreakoutNoFrameskip-v4``): a lost life
+    ends the episode (Gymnasium's AtariPreprocessing option: the next episode starts from a full
+    reset)."""
     atari_envs: AtariEnvs = "ale"
-    """Atari (``ALE/...`` ids): ale (ale-py's C++ ``AtariVectorEnv``, threaded; a resume starts
+    """Atari ids (as above): ale (ale-py's C++ ``AtariVectorEnv``, threaded; a resume starts
     new episodes) | gymnasium (Gymnasium's ``AtariPreprocessing`` wrappers stepped in turn;
     their state is checkpointed, so a resume is bit-identical). See dqn_jax/envs/ale_vector.py."""
 
@@ -310,6 +311,14 @@ def _in_range(name: str, value, low, high) -> None:
         _fail(name, value, f"must be in [{low}, {high}]")
 
 
+def _is_atari(env_id: str) -> bool:
+    # The env layer's own rule (``ALE/...`` and every other id ale-py registers, such as
+    # ``BreakoutNoFrameskip-v4``), imported only where an Atari-only field is set.
+    from dqn_jax.envs.gym_envs import is_atari
+
+    return is_atari(env_id)
+
+
 def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first bad field, its value and what is allowed.
 
@@ -325,11 +334,11 @@ def validate(c: Config) -> None:
     _one_of("exploration", c.exploration, EXPLORATIONS)
     _one_of("init_scheme", c.init_scheme, INIT_SCHEMES)
     _one_of("network", c.network, NETWORKS)
-    if c.terminal_on_life_loss and not c.env.startswith("ALE/"):
-        _fail("terminal_on_life_loss", True, f"only applies to ALE/ (Atari) ids, not {c.env!r}")
+    if c.terminal_on_life_loss and not _is_atari(c.env):
+        _fail("terminal_on_life_loss", True, f"only applies to Atari ids, not {c.env!r}")
     _one_of("atari_envs", c.atari_envs, ATARI_ENVS)
-    if c.atari_envs != "ale" and not c.env.startswith("ALE/"):
-        _fail("atari_envs", c.atari_envs, f"only applies to ALE/ (Atari) ids, not {c.env!r}")
+    if c.atari_envs != "ale" and not _is_atari(c.env):
+        _fail("atari_envs", c.atari_envs, f"only applies to Atari ids, not {c.env!r}")
     _one_of("per_priority_on_insert", c.per_priority_on_insert, PRIORITY_RULES)
     for name in ("num_seeds", "total_steps", "num_envs", "num_chunks", "buffer_size"):
         _at_least(name, getattr(c, name), 1)

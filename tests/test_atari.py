@@ -56,6 +56,21 @@ def test_non_atari_id_is_rejected():
         atari.make_atari_env("CartPole-v1")
 
 
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "BreakoutNoFrameskip-v4"])
+def test_atari_only_fields_follow_the_env_layers_atari_ids(env_id):
+    """The config accepts the Atari-only fields for every id the env layer builds as Atari
+    (ale-py's ``NoFrameskip-v4`` ids too, not only ``ALE/...``) and hands them on to it."""
+    pytest.importorskip("ale_py")
+    from dqn_jax.config import Config, ConfigError
+
+    config = Config(env=env_id, terminal_on_life_loss=True, atari_envs="gymnasium")
+    assert gym_envs.is_atari(env_id)
+    assert gym_envs.env_kwargs(config) == {"terminal_on_life_loss": True, "atari_envs": "gymnasium"}
+    for not_atari in ("CartPole-v1", "Breakout-MinAtar"):
+        with pytest.raises(ConfigError, match=f"only applies to Atari ids, not '{not_atari}'"):
+            Config(env=not_atari, terminal_on_life_loss=True)
+
+
 def test_missing_ale_py_says_how_to_install(monkeypatch):
     import sys
 

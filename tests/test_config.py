@@ -38,8 +38,14 @@ from dqn_jax.envs import prepare
         ({"hidden_sizes": (64, 0)}, r"hidden_sizes=\(64, 0\)"),
         ({"num_seeds": 0}, r"num_seeds=0 is invalid: must be >= 1"),
         ({"variant": "iqn", "layer_norm": True}, r"layer_norm=True .*iqn's network has no Layer"),
-        ({"terminal_on_life_loss": True}, r"terminal_on_life_loss=True .*only applies to ALE/"),
-        ({"atari_envs": "gymnasium"}, r"atari_envs='gymnasium' .*only applies to ALE/"),
+        (
+            {"terminal_on_life_loss": True},
+            r"terminal_on_life_loss=True .*only applies to Atari ids, not .CartPole-v1.",
+        ),
+        (
+            {"atari_envs": "gymnasium"},
+            r"atari_envs='gymnasium' .*only applies to Atari ids, not .CartPole-v1.",
+        ),
         (
             {"env": "ALE/Pong-v5", "atari_envs": "envpool"},
             r"atari_envs='envpool' is invalid: must be one of ale, gymnasium",
