@@ -715,12 +715,14 @@ PRESETS["CartPole-v1"] = {
 }
 
 # Picked by `experiments/tune.py Acrobot-v1`: rl-zoo's widths, batch and replay size
-# (results/tuning/Acrobot-v1-round1.md), then the lr of the second round on 8 seeds
-# (results/tuning/Acrobot-v1.md, where 3-step returns did not help).
+# (results/tuning/Acrobot-v1-round1.md), the lr of the second round on 8 seeds
+# (-round2.md, where 3-step returns did not help), then rl-zoo's update per env step of the
+# third (results/tuning/Acrobot-v1.md, where QR-DQN did not help).
 PRESETS["Acrobot-v1"] = {
     **PRESETS["default"],
     "env": "Acrobot-v1",
     "total_steps": 100_000,
+    "train_every": 1,
     "hidden_sizes": (256, 256),
     "batch_size": 128,
     "buffer_size": 50_000,
@@ -864,7 +866,7 @@ MINATAR_REPLAY = dict(
 for _task in ("Acrobot-v1", "MountainCar-v0", "LunarLander-v3"):
     VARIANT_TUNING[_task] = VARIANT_TUNING["default"]
 # The Acrobot-v1 preset's second round tuned ddqn's lr only: every other variant keeps the
-# first round's lr under its own tuning.
+# first round's lr under its own tuning (and the third round's update per env step).
 VARIANT_TUNING["Acrobot-v1"] = {
     v: {"lr": 1.5e-3, **VARIANT_TUNING["default"].get(v, {})} for v in VARIANT_NAMES if v != "ddqn"
 }
