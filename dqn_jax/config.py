@@ -717,7 +717,8 @@ PRESETS["CartPole-v1"] = {
 # Picked by `experiments/tune.py Acrobot-v1`: rl-zoo's widths, batch and replay size
 # (results/tuning/Acrobot-v1-round1.md), the lr of the second round on 8 seeds
 # (-round2.md, where 3-step returns did not help), then rl-zoo's update per env step of the
-# third (results/tuning/Acrobot-v1.md, where QR-DQN did not help).
+# third (-round3.md, where QR-DQN did not help), kept by the fourth (results/tuning/
+# Acrobot-v1.md: the Huber loss with clipping, or a target every 500 steps, scored lower).
 PRESETS["Acrobot-v1"] = {
     **PRESETS["default"],
     "env": "Acrobot-v1",
