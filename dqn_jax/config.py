@@ -753,9 +753,9 @@ PRESETS["MountainCar-v0"] = {
 
 # LunarLander-v3: rl-baselines3-zoo's tuned DQN for LunarLander (MLP 256-256, Adam 6.3e-4, batch
 # 128, buffer 50,000, target every 250 steps, epsilon to 0.1 over 12% of its 200k-step budget),
-# with the Huber loss and global-norm clipping at 10 (SB3's DQN defaults) and an update every 2
-# env steps of 4 envs. One hand-run candidate on seeds 1000-1003, not a search:
-# results/tuning/LunarLander-v3.md.
+# with the Huber loss and global-norm clipping at 10 (SB3's DQN defaults), an update every 2 env
+# steps of 4 envs, and the default's lr decayed to 0 (rl-zoo keeps it constant). Candidates run
+# by hand on seeds 1000-1003, not a search: results/tuning/LunarLander-v3.md.
 PRESETS["LunarLander-v3"] = {
     **PRESETS["default"],
     "env": "LunarLander-v3",
@@ -764,7 +764,6 @@ PRESETS["LunarLander-v3"] = {
     "batch_size": 128,
     "buffer_size": 50_000,
     "lr": 6.3e-4,
-    "anneal_lr": False,
     "loss": "huber",
     "max_grad_norm": 10.0,
     "target_period": 250,

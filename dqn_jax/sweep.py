@@ -16,12 +16,14 @@ import numpy as np
 
 from dqn_jax.config import Config, ConfigError
 
-# Score at which a task counts as solved (fraction of seeds solved in the tables).
+# Score at which a task counts as solved (fraction of seeds solved in the sweep, search, suite
+# and tuning tables): Gymnasium's reward thresholds for these ids.
 SOLVED_AT = {
     "CartPole-v1": 475.0,
     "CartPole-v0": 195.0,
     "Acrobot-v1": -100.0,
     "MountainCar-v0": -110.0,
+    "LunarLander-v3": 200.0,
 }
 
 

@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import command, machine  # noqa: E402
 
+from dqn_jax.sweep import SOLVED_AT  # noqa: E402
+
 # Budgets in env steps per seed.
 BUDGETS = {
     "CartPole-v1": 50_000,
@@ -51,8 +53,6 @@ BUDGETS = {
 # --quick: about a tenth of each budget, a whole number of each preset's chunks.
 QUICK_BUDGETS = {task: steps // 10 for task, steps in BUDGETS.items()}
 QUICK_BUDGETS.update({task: 200_000 for task in BUDGETS if task.endswith("-MinAtar")})
-SOLVED_AT = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
-SOLVED_AT["LunarLander-v3"] = 200.0
 
 # Published results at a budget (env steps), as (label, steps, score). rl-zoo: its tuned SB3 DQN
 # (the benchmark table of rl-baselines3-zoo, LunarLander on v2); CleanRL: dqn_jax.py at its
@@ -169,8 +169,14 @@ def write_outputs(results: dict, out: Path) -> None:
         anchors = ANCHORS.get(task, [])
         if anchors:
             table += ["", "Anchors: " + "; ".join(f"{a} {s:g} at {n:,}" for a, n, s in anchors)]
-        any_entry = next(iter(by_variant.values()))
-        table += ["", f"Machine: {any_entry['machine']}; `{any_entry['command']}`", ""]
+        # Variants of one task may come from different commands (and hours): name each.
+        by_command: dict[str, list[str]] = {}
+        for variant, e in by_variant.items():
+            by_command.setdefault(e["command"], []).append(variant)
+        for cmd, names in by_command.items():
+            first = by_variant[names[0]]
+            table += ["", f"{', '.join(names)}: `{cmd}` on {first['date']}; {first['machine']}"]
+        table.append("")
         plot_task(task, by_variant, out / f"{task.replace('/', '_')}.png")
     (out / "final_returns.csv").write_text("\n".join(finals) + "\n")
     (out / "curves.csv").write_text("\n".join(curves) + "\n")

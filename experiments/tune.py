@@ -8,7 +8,7 @@ widths, batch size, replay size, ...) times a grid of traced hyperparameters (``
 the epsilon schedule, ``target_period``: :data:`dqn_jax.agent.SWEEPABLE`). Each setting is one
 compiled program that trains all its grid points x seeds at once (``dqn_jax.sweep.run_sweep``).
 Candidates are ranked by the fraction of seeds whose final greedy return reaches the task's
-solved score (``experiments/suite.py``'s ``SOLVED_AT``; none for tasks without one), then by the
+solved score (``dqn_jax.sweep.SOLVED_AT``; none for tasks without one), then by the
 IQM over seeds of the final greedy return, then by the mean, then by their setting's seconds
 (compile and training of all its grid points x seeds): of equally good candidates the quickest.
 
@@ -163,12 +163,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import command, machine
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from suite import SOLVED_AT
-
     from dqn_jax import stats
     from dqn_jax.config import from_preset
-    from dqn_jax.sweep import grid_points, run_sweep
+    from dqn_jax.sweep import SOLVED_AT, grid_points, run_sweep
 
     total_steps = args.total_steps or search["total_steps"]
     candidates = []

@@ -11,7 +11,16 @@ from helpers import SMALL, environ_with_devices, once_per_session
 
 from dqn_jax.config import Config, ConfigError
 from dqn_jax.run import evaluate_checkpoint, train
-from dqn_jax.sweep import expand, parse_sweep, run_sweep, saved_sweep
+from dqn_jax.sweep import SOLVED_AT, expand, parse_sweep, run_sweep, saved_sweep
+
+
+@pytest.mark.parametrize("env_id", sorted(SOLVED_AT))
+def test_solved_scores_are_gymnasiums_reward_thresholds(env_id):
+    # One table for the sweep, search, suite and tuning reports; each entry must be the score
+    # Gymnasium registers as solving the task.
+    import gymnasium
+
+    assert SOLVED_AT[env_id] == gymnasium.spec(env_id).reward_threshold
 
 
 def test_parse_and_expand_grid():
