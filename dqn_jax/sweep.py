@@ -16,7 +16,7 @@ import numpy as np
 
 from dqn_jax.config import Config, ConfigError
 
-# Score at which a task counts as solved (fraction of seeds solved in the sweep, search, suite
+# Score at which a task counts as solved (fraction of seeds solved in the sweep, run report, suite
 # and tuning tables): Gymnasium's reward thresholds for these ids.
 SOLVED_AT = {
     "CartPole-v1": 475.0,

@@ -16,7 +16,7 @@ from dqn_jax.sweep import SOLVED_AT, expand, parse_sweep, run_sweep, saved_sweep
 
 @pytest.mark.parametrize("env_id", sorted(SOLVED_AT))
 def test_solved_scores_are_gymnasiums_reward_thresholds(env_id):
-    # One table for the sweep, search, suite and tuning reports; each entry must be the score
+    # One table for the sweep, run report, suite and tuning tables; each entry must be the score
     # Gymnasium registers as solving the task.
     import gymnasium
 
