@@ -152,6 +152,10 @@ class Config:
     """Noisy layers: initial noise scale ``sigma0 / sqrt(fan_in)``."""
     prioritized: bool | None = None
     """Prioritized replay (Schaul et al. 2016); None = the variant's own (ddqn_per, rainbow)."""
+    double_q: bool | None = None
+    """c51, qr_dqn, iqn, rainbow: the target's next action from the online network (Double DQN,
+    Rainbow's choice) rather than the target network (the C51, QR-DQN and IQN papers'). None =
+    the variant's own (c51 and rainbow: on). Other variants name it: dqn vs ddqn."""
     num_atoms: int = 51
     """c51, rainbow: atoms of the categorical return distribution."""
     v_min: float = -10.0
@@ -259,7 +263,8 @@ class Config:
     def replace(self, **changes) -> Config:
         """A validated copy with ``changes`` applied. Where ``changes`` sets ``variant`` or
         ``noisy``, a field left at what the old variant implied (its loss, n_step, dueling,
-        noisy, prioritized; the exploration that followed from noisy) follows the new one."""
+        noisy, prioritized, double_q; the exploration that followed from noisy) follows the new
+        one."""
         if {"variant", "noisy"} & changes.keys():
             from dqn_jax.variants import VARIANTS
 
@@ -277,7 +282,7 @@ class Config:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
 
-_UNSET = dict(loss="", n_step=0, dueling=None, noisy=None, prioritized=None)
+_UNSET = dict(loss="", n_step=0, dueling=None, noisy=None, prioritized=None, double_q=None)
 """Fields whose empty value means "the variant's own" (resolved when a Config is built)."""
 
 
@@ -431,6 +436,13 @@ def _check_variant_flags(c: Config) -> None:
             c.loss,
             f"variant={c.variant!r} has its own loss ({variant.loss_doc}); leave loss empty",
         )
+    if c.double_q != variant.double_q and not _has_own_loss(c.variant):
+        _fail(
+            "double_q",
+            c.double_q,
+            f"variant={c.variant!r} fixes its target's next action "
+            "(choose it by variant: dqn takes it from the target net, ddqn from the online net)",
+        )
     if variant.head == "munchausen" and c.n_step != 1:
         _fail(
             "n_step",
@@ -573,11 +585,13 @@ PRESETS["cleanrl-cartpole"] = {
     "backend": "gymnasium",
 }
 
-# CleanRL c51_jax.py's default work: CartPole-v1 on Gymnasium, 1 env, 101 atoms in [-100, 100].
+# CleanRL c51_jax.py's default work: CartPole-v1 on Gymnasium, 1 env, 101 atoms in [-100, 100],
+# the next action from the target network (its target, the C51 paper's; not Double-Q).
 PRESETS["cleanrl-c51-cartpole"] = dict(
     env="CartPole-v1",
     backend="gymnasium",
     variant="c51",
+    double_q=False,
     num_atoms=101,
     v_min=-100.0,
     v_max=100.0,

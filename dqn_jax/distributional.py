@@ -49,12 +49,17 @@ def categorical_projection(
     upper_weight = position - below
     below = below.astype(jnp.int32)
     above = jnp.minimum(below + 1, num_atoms - 1)
-    # Two scatter-adds, O(B K), rather than the dense [B, M, K] weights: on a CPU the dense form
-    # dominated a C51 update.
-    rows = jnp.arange(probs.shape[0])[:, None]
-    projected = jnp.zeros((probs.shape[0], num_atoms), probs.dtype)
-    projected = projected.at[rows, below].add(probs * (1.0 - upper_weight))
-    return projected.at[rows, above].add(probs * upper_weight)
+    # One scatter-add of 2 B K masses into the flat [B * M] output, O(B K), rather than the
+    # dense [B, M, K] weights (which dominated a C51 update on a CPU) or a 2-D scatter (whose
+    # [B K, 2] index arrays cost more to build than the scatter itself).
+    batch = probs.shape[0]
+    row_start = (jnp.arange(batch, dtype=jnp.int32) * num_atoms)[:, None]
+    slots = jnp.concatenate([row_start + below, row_start + above], axis=1)
+    masses = jnp.concatenate([probs * (1.0 - upper_weight), probs * upper_weight], axis=1)
+    projected = jax.ops.segment_sum(
+        masses.reshape(-1), slots.reshape(-1), num_segments=batch * num_atoms
+    )
+    return projected.reshape(batch, num_atoms)
 
 
 def categorical_q_values(logits: jax.Array, atoms: jax.Array) -> jax.Array:
@@ -101,11 +106,12 @@ def categorical_double_q_learning(
     return -jnp.sum(target * log_probs, axis=-1)
 
 
-def categorical_head(num_atoms: int, v_min: float, v_max: float) -> Head:
+def categorical_head(num_atoms: int, v_min: float, v_max: float, double_q: bool = True) -> Head:
     """C51 / Rainbow: ``out`` is logits ``f32[B, A, num_atoms]`` over ``atoms = linspace(v_min,
     v_max, num_atoms)`` (return units); Q-values are the expected returns. The loss is
-    :func:`categorical_double_q_learning` (next action from the online net, its distribution
-    from the target net); the priority is that cross-entropy, as in Rainbow."""
+    :func:`categorical_double_q_learning`: the next action from the online net (``double_q``,
+    Rainbow's) or from the target net (the C51 paper's and CleanRL's), its distribution from
+    the target net; the priority is that cross-entropy, as in Rainbow."""
     if num_atoms < 2 or not v_min < v_max:
         raise ValueError(
             f"need num_atoms >= 2 and v_min < v_max, got {num_atoms}, {v_min}, {v_max}"
@@ -116,9 +122,16 @@ def categorical_head(num_atoms: int, v_min: float, v_max: float) -> Head:
         return categorical_q_values(logits, atoms)
 
     def loss(forward, params, target_params, batch: Transition, key) -> LossTerms:
-        logits, logits_next_online, logits_next_target = network_outputs(
-            forward, params, target_params, batch, key
-        )
+        if double_q:
+            logits, logits_next_online, logits_next_target = network_outputs(
+                forward, params, target_params, batch, key
+            )
+            selector = q_values(logits_next_online)
+        else:  # the same keys for the two passes it makes
+            k_obs, _, k_target = jax.random.split(key, 3)
+            logits = forward(params, batch.obs, k_obs)
+            logits_next_target = forward(target_params, batch.next_obs, k_target)
+            selector = q_values(logits_next_target)
         cross_entropy = categorical_double_q_learning(
             atoms,
             logits,
@@ -126,7 +139,7 @@ def categorical_head(num_atoms: int, v_min: float, v_max: float) -> Head:
             batch.reward,
             batch.discount,
             logits_next_target,
-            q_values(logits_next_online),
+            selector,
         )
         q_sa = categorical_q_values(take_actions(logits, batch.action), atoms)
         return LossTerms(cross_entropy, cross_entropy, q_sa)
@@ -199,10 +212,11 @@ def quantile_q_learning(
     )
 
 
-def quantile_head(num_quantiles: int, kappa: float = 1.0) -> Head:
+def quantile_head(num_quantiles: int, kappa: float = 1.0, double_q: bool = False) -> Head:
     """QR-DQN: ``out`` is quantiles ``f32[B, A, num_quantiles]`` at :func:`quantile_midpoints`
     (return units); Q-values are their means. The loss is :func:`quantile_q_learning` with the
-    next action and its quantiles both from the target net (the QR-DQN paper); priority = loss.
+    next action from the target net (the QR-DQN paper) or, with ``double_q``, from the online
+    net, and its quantiles from the target net; priority = loss.
     """
     taus = quantile_midpoints(num_quantiles)
 
@@ -210,9 +224,14 @@ def quantile_head(num_quantiles: int, kappa: float = 1.0) -> Head:
         return jnp.mean(quantiles, axis=-1)
 
     def loss(forward, params, target_params, batch: Transition, key) -> LossTerms:
-        k_obs, k_target = jax.random.split(key)
-        quantiles = forward(params, batch.obs, k_obs)
-        quantiles_next = forward(target_params, batch.next_obs, k_target)
+        if double_q:
+            quantiles, selector, quantiles_next = network_outputs(
+                forward, params, target_params, batch, key
+            )
+        else:
+            k_obs, k_target = jax.random.split(key)
+            quantiles = forward(params, batch.obs, k_obs)
+            quantiles_next = selector = forward(target_params, batch.next_obs, k_target)
         chex.assert_axis_dimension(quantiles, 2, num_quantiles)
         value = quantile_q_learning(
             quantiles,
@@ -220,7 +239,7 @@ def quantile_head(num_quantiles: int, kappa: float = 1.0) -> Head:
             batch.action,
             batch.reward,
             batch.discount,
-            quantiles_next,
+            selector,
             quantiles_next,
             kappa,
         )
@@ -234,13 +253,15 @@ def iqn_head(
     num_tau_prime_samples: int,
     num_quantile_samples: int,
     kappa: float = 1.0,
+    double_q: bool = False,
 ) -> Head:
     """IQN: ``out = (quantiles f32[B, T, A], taus f32[B, T])`` from ``forward(params, obs, key,
     num_taus=T)``; Q-values are the means over the ``T`` fractions, acting with ``T =
     num_quantile_samples`` (``K``). The loss (Algorithm 1 of Dabney et al. 2018) is
     :func:`quantile_q_learning` of ``N = num_tau_samples`` online quantiles at their sampled
-    fractions, with ``a*`` from ``K`` target-net quantiles at ``s'`` and the targets from
-    ``N' = num_tau_prime_samples`` more (three independent draws); priority = loss."""
+    fractions, with ``a*`` from ``K`` target-net quantiles at ``s'`` (online-net quantiles with
+    ``double_q``) and the targets from ``N' = num_tau_prime_samples`` more target-net quantiles
+    (three independent draws); priority = loss."""
 
     def q_values(out):
         quantiles, _ = out
@@ -250,7 +271,10 @@ def iqn_head(
         k_obs, k_select, k_target = jax.random.split(key, 3)
         quantiles, taus = forward(params, batch.obs, k_obs, num_taus=num_tau_samples)
         selector, _ = forward(
-            target_params, batch.next_obs, k_select, num_taus=num_quantile_samples
+            params if double_q else target_params,
+            batch.next_obs,
+            k_select,
+            num_taus=num_quantile_samples,
         )
         quantiles_next, _ = forward(
             target_params, batch.next_obs, k_target, num_taus=num_tau_prime_samples

@@ -4,8 +4,9 @@ An experiment composes its own agent by passing its own pieces (``network``, ``h
 ``target_fn``, ``loss_fn``, ``replay``, ``returns``, ``epsilon``) to
 :func:`dqn_jax.device_loop.make_train` or :func:`dqn_jax.host_loop.make_host_agent` (both
 build :func:`dqn_jax.agent.make_agent`); the records here are only the names the CLI knows.
-A record's ``n_step``, ``dueling``, ``noisy`` and ``prioritized`` are the defaults of the config
-fields of those names (the flags compose: ``--variant c51 --n-step 3 --dueling True``).
+A record's ``n_step``, ``dueling``, ``noisy``, ``prioritized`` and ``double_q`` are the
+defaults of the config fields of those names (the flags compose: ``--variant c51 --n-step 3
+--dueling True``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Variant(NamedTuple):
     noisy: bool = False
     loss_doc: str = ""  # the head's own loss, for messages
     on_policy: bool = False  # learns from each iteration's rollout, no replay (dqn_jax.pqn)
+    double_q: bool = False  # the target's next action from the online network
 
 
 _CE = "cross-entropy to the projected target distribution"
@@ -38,14 +40,23 @@ VARIANTS: dict[str, Variant] = {
     "random": Variant(None, "squared", False, False),
     "dqn_simple": Variant(targets.q_learning_online, "squared", False, False),
     "dqn": Variant(targets.q_learning, "pseudo_huber", False, True),
-    "ddqn": Variant(targets.double_q_learning, "pseudo_huber", False, True),
-    "ddqn_per": Variant(targets.double_q_learning, "pseudo_huber", True, True),
-    "c51": Variant(None, "", False, True, head="categorical", loss_doc=_CE),
+    "ddqn": Variant(targets.double_q_learning, "pseudo_huber", False, True, double_q=True),
+    "ddqn_per": Variant(targets.double_q_learning, "pseudo_huber", True, True, double_q=True),
+    "c51": Variant(None, "", False, True, head="categorical", loss_doc=_CE, double_q=True),
     "qr_dqn": Variant(None, "", False, True, head="quantile", loss_doc=_QH),
     "iqn": Variant(None, "", False, True, head="iqn", loss_doc=_QH),
     "m_dqn": Variant(None, "huber", False, True, head="munchausen"),
     "rainbow": Variant(
-        None, "", True, True, "categorical", n_step=3, dueling=True, noisy=True, loss_doc=_CE
+        None,
+        "",
+        True,
+        True,
+        "categorical",
+        n_step=3,
+        dueling=True,
+        noisy=True,
+        loss_doc=_CE,
+        double_q=True,
     ),
     "pqn": Variant(targets.q_learning_online, "half_squared", False, False, on_policy=True),
 }
@@ -64,12 +75,17 @@ def make_head(config):
     if variant.head in ("categorical", "quantile", "iqn"):
         from dqn_jax import distributional
     if variant.head == "categorical":
-        return distributional.categorical_head(config.num_atoms, config.v_min, config.v_max)
+        return distributional.categorical_head(
+            config.num_atoms, config.v_min, config.v_max, double_q=config.double_q
+        )
     if variant.head == "quantile":
-        return distributional.quantile_head(config.num_quantiles)
+        return distributional.quantile_head(config.num_quantiles, double_q=config.double_q)
     if variant.head == "iqn":
         return distributional.iqn_head(
-            config.num_tau_samples, config.num_tau_prime_samples, config.num_quantile_samples
+            config.num_tau_samples,
+            config.num_tau_prime_samples,
+            config.num_quantile_samples,
+            double_q=config.double_q,
         )
     loss_fn = losses.LOSSES[config.loss]
     if variant.head == "munchausen":

@@ -209,6 +209,9 @@ def test_rmsprop_centered_is_optax_centered_rmsprop():
         ({"n_step": -1}, r"n_step=-1 is invalid: must be >= 1"),
         ({"munchausen_clip": 0.5}, r"munchausen_clip=0\.5 is invalid: must be < 0"),
         ({"noisy_sigma0": -0.1}, r"noisy_sigma0=-0\.1 is invalid"),
+        ({"variant": "dqn", "double_q": True}, r"double_q=True .*variant='dqn' fixes.*ddqn"),
+        ({"variant": "ddqn", "double_q": False}, r"double_q=False .*variant='ddqn' fixes"),
+        ({"variant": "m_dqn", "double_q": True}, r"double_q=True .*variant='m_dqn' fixes"),
     ],
 )
 def test_family_flags_that_make_no_sense_are_refused_naming_both(changes, pattern):
@@ -229,6 +232,14 @@ def test_family_flags_default_to_the_variants_own_and_compose():
     assert ablated.exploration == "linear"
     # Noisy with epsilon, when asked for.
     assert Config(variant="rainbow", exploration="linear").exploration == "linear"
+    # The next action of the target: online net for c51 and rainbow (Double-Q), target net for
+    # qr_dqn and iqn (their papers'); either way when asked, and it follows a variant change.
+    own = {v: Config(variant=v).double_q for v in ("c51", "rainbow", "qr_dqn", "iqn", "ddqn")}
+    assert own == {"c51": True, "rainbow": True, "qr_dqn": False, "iqn": False, "ddqn": True}
+    assert Config(variant="c51", double_q=False).double_q is False
+    assert Config(variant="iqn", double_q=True).double_q is True
+    assert Config(variant="c51").replace(variant="qr_dqn").double_q is False
+    assert Config(variant="c51", double_q=False).replace(variant="iqn").double_q is False
 
 
 def test_cli_bare_boolean_flags_and_variant_changes_recompute_what_follows():
@@ -237,6 +248,8 @@ def test_cli_bare_boolean_flags_and_variant_changes_recompute_what_follows():
     assert config.loss == ""  # the default preset's squared loss is the scalar variants'
     config, _ = parse_train_args(["--variant", "rainbow", "--noisy", "False"])
     assert (config.noisy, config.exploration, config.dueling) == (False, "linear", True)
+    config, _ = parse_train_args(["--preset", "cleanrl-c51-cartpole", "--double-q"])
+    assert config.double_q is True and PRESETS["cleanrl-c51-cartpole"]["double_q"] is False
     config, _ = parse_train_args(["--variant", "ddqn", "--prioritized", "--anneal-lr", "False"])
     assert config.prioritized and not config.anneal_lr
     with pytest.raises(SystemExit):

@@ -236,6 +236,43 @@ def test_categorical_head_by_hand():
     assert head.act_kwargs == {}
 
 
+def test_categorical_head_without_double_q_takes_the_target_nets_action():
+    head = dist.categorical_head(3, -1.0, 1.0, double_q=False)
+    terms = jax.jit(head.loss, static_argnums=0)(
+        table_forward, CAT_ONLINE, CAT_TARGET, CAT_BATCH, KEY
+    )
+    # Transition 0: the target net's own argmax at s' is action 0 (mean 1 > 0), all on +1:
+    # Tz = 0.5 + 0.5 = 1, target [0, 0, 1], prediction [.25, .25, .5]: -log .5 = log 2.
+    # Transition 1 is terminal, as in test_categorical_head_by_hand: 2 log 2.
+    np.testing.assert_allclose(terms.loss, np.log(2.0) * np.array([1.0, 2.0]), rtol=1e-6)
+
+
+rlax_categorical_q = jax.jit(
+    jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))
+)
+
+
+def test_categorical_head_without_double_q_matches_rlax_categorical_q_learning():
+    head = dist.categorical_head(11, -5.0, 5.0, double_q=False)
+    atoms = jnp.linspace(-5.0, 5.0, 11)
+    loss = jax.jit(functools.partial(head.loss, table_forward))
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        online, target = jnp.float32(rng.normal(size=(2, 10, 4, 11)) * 2.0)
+        batch = random_batch(rng, 5, 4)
+        terms = loss(online, target, batch, KEY)
+        theirs = rlax_categorical_q(
+            atoms,
+            online[batch.obs],
+            batch.action,
+            batch.reward,
+            batch.discount,
+            atoms,
+            target[batch.next_obs],
+        )
+        np.testing.assert_allclose(terms.loss, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_categorical_head_matches_rlax():
     head = dist.categorical_head(11, -5.0, 5.0)
     atoms = jnp.linspace(-5.0, 5.0, 11)
@@ -354,6 +391,12 @@ def test_quantile_head_by_hand():
     np.testing.assert_allclose(terms.priority, terms.loss)
     np.testing.assert_allclose(terms.q_sa, [1.0])
     np.testing.assert_allclose(head.q_values(target[1:]), [[2.0, 2.25]])
+    # With double_q the online net picks a* = 0 at s' (mean 9): T = 0.5 + 0.5 * (1, 3) = (1, 2).
+    # theta_0 = 0, tau .25: u = (1, 2), huber (.5, 1.5), mean 1, times .25 = .25.
+    # theta_1 = 2, tau .75: u = (-1, 0), huber (.5, 0), mean .25, times .25 = .0625.
+    double = dist.quantile_head(2, double_q=True)
+    terms = jax.jit(double.loss, static_argnums=0)(table_forward, online, target, batch, KEY)
+    np.testing.assert_allclose(terms.loss, [0.3125], rtol=1e-6)
 
 
 @SETTINGS
@@ -438,6 +481,12 @@ def test_iqn_head_draws_n_k_and_n_prime_fractions():
         KEY
     )
     assert calls == [("online", 0, 5), ("target", 1, 3), ("target", 1, 7)]
+    calls.clear()
+    double = dist.iqn_head(5, 7, 3, double_q=True)  # a* from the online net's K fractions
+    jax.make_jaxpr(lambda key: double.loss(recording_forward, IQN_ONLINE, IQN_TARGET, batch, key))(
+        KEY
+    )
+    assert calls == [("online", 0, 5), ("online", 1, 3), ("target", 1, 7)]
 
 
 def test_iqn_head_matches_rlax():
@@ -502,6 +551,30 @@ def _head_cases():
         ),
         ("quantile", dist.quantile_head(4), table_forward, table(4), table(4), batch),
         ("iqn", dist.iqn_head(4, 3, 2), iqn_forward, params(), params(), batch),
+        (
+            "categorical-target-selects",
+            dist.categorical_head(5, -2.0, 2.0, double_q=False),
+            table_forward,
+            table(5),
+            table(5),
+            batch,
+        ),
+        (
+            "quantile-double",
+            dist.quantile_head(4, double_q=True),
+            table_forward,
+            table(4),
+            table(4),
+            batch,
+        ),
+        (
+            "iqn-double",
+            dist.iqn_head(4, 3, 2, double_q=True),
+            iqn_forward,
+            params(),
+            params(),
+            batch,
+        ),
     ]
 
 
