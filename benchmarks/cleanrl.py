@@ -1,7 +1,9 @@
 """Wall time of a CleanRL preset next to CleanRL's own script, both run on this machine in one
 invocation, each as its own process timed whole: ``--algo dqn`` (the ``cleanrl-cartpole``
 preset against ``dqn_jax.py``, what ``benchmarks/gymnasium_throughput.py`` runs) or ``--algo
-c51`` (``cleanrl-c51-cartpole`` against ``c51_jax.py``).
+c51`` (``cleanrl-c51-cartpole`` against ``c51_jax.py``; the preset's target takes its next
+action from the target network, as ``c51_jax.py`` does, not the Double-Q target of ``--variant
+c51``).
 
     python benchmarks/cleanrl.py --algo dqn|c51 --cleanrl-python PATH --cleanrl-dir PATH
                                  [--total-steps N] [--repeats R] [--cleanrl-host-tuning]

@@ -127,7 +127,7 @@ def categorical_head(num_atoms: int, v_min: float, v_max: float, double_q: bool 
                 forward, params, target_params, batch, key
             )
             selector = q_values(logits_next_online)
-        else:  # the same keys for the two passes it makes
+        else:  # keys split as for three passes: its two draw the noise they draw above
             k_obs, _, k_target = jax.random.split(key, 3)
             logits = forward(params, batch.obs, k_obs)
             logits_next_target = forward(target_params, batch.next_obs, k_target)
