@@ -122,16 +122,11 @@ def categorical_head(num_atoms: int, v_min: float, v_max: float, double_q: bool 
         return categorical_q_values(logits, atoms)
 
     def loss(forward, params, target_params, batch: Transition, key) -> LossTerms:
-        if double_q:
-            logits, logits_next_online, logits_next_target = network_outputs(
-                forward, params, target_params, batch, key
-            )
-            selector = q_values(logits_next_online)
-        else:  # keys split as for three passes: its two draw the noise they draw above
-            k_obs, _, k_target = jax.random.split(key, 3)
-            logits = forward(params, batch.obs, k_obs)
-            logits_next_target = forward(target_params, batch.next_obs, k_target)
-            selector = q_values(logits_next_target)
+        logits, logits_next_online, logits_next_target = network_outputs(
+            forward, params, target_params, batch, key
+        )
+        # Without double_q the online pass at s' is unused, and XLA drops it.
+        selector = q_values(logits_next_online if double_q else logits_next_target)
         cross_entropy = categorical_double_q_learning(
             atoms,
             logits,
