@@ -252,8 +252,11 @@ rlax_categorical_q = jax.jit(
 )
 
 
-def test_categorical_head_without_double_q_matches_rlax_categorical_q_learning():
-    head = dist.categorical_head(11, -5.0, 5.0, double_q=False)
+@pytest.mark.parametrize("double_q", [True, False])
+def test_categorical_head_matches_rlax(double_q):
+    """Double-Q against ``categorical_double_q_learning`` (the online net's Q-values at s' as
+    the selector); the target net's own action against ``categorical_q_learning``."""
+    head = dist.categorical_head(11, -5.0, 5.0, double_q=double_q)
     atoms = jnp.linspace(-5.0, 5.0, 11)
     loss = jax.jit(functools.partial(head.loss, table_forward))
     for seed in range(3):
@@ -261,37 +264,12 @@ def test_categorical_head_without_double_q_matches_rlax_categorical_q_learning()
         online, target = jnp.float32(rng.normal(size=(2, 10, 4, 11)) * 2.0)
         batch = random_batch(rng, 5, 4)
         terms = loss(online, target, batch, KEY)
-        theirs = rlax_categorical_q(
-            atoms,
-            online[batch.obs],
-            batch.action,
-            batch.reward,
-            batch.discount,
-            atoms,
-            target[batch.next_obs],
-        )
-        np.testing.assert_allclose(terms.loss, theirs, rtol=1e-5, atol=1e-6)
-
-
-def test_categorical_head_matches_rlax():
-    head = dist.categorical_head(11, -5.0, 5.0)
-    atoms = jnp.linspace(-5.0, 5.0, 11)
-    loss = jax.jit(functools.partial(head.loss, table_forward))
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        online, target = jnp.float32(rng.normal(size=(2, 10, 4, 11)) * 2.0)
-        batch = random_batch(rng, 5, 4)
-        terms = loss(online, target, batch, KEY)
-        theirs = rlax_categorical(
-            atoms,
-            online[batch.obs],
-            batch.action,
-            batch.reward,
-            batch.discount,
-            atoms,
-            target[batch.next_obs],
-            head.q_values(online[batch.next_obs]),
-        )
+        args = (atoms, online[batch.obs], batch.action, batch.reward, batch.discount)
+        args += (atoms, target[batch.next_obs])
+        if double_q:
+            theirs = rlax_categorical(*args, head.q_values(online[batch.next_obs]))
+        else:
+            theirs = rlax_categorical_q(*args)
         np.testing.assert_allclose(terms.loss, theirs, rtol=1e-5, atol=1e-6)
 
 
