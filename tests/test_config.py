@@ -152,6 +152,18 @@ def test_env_picks_its_tuned_preset_unless_a_preset_is_given(capsys):
     config, _ = parse_train_args(["--env", "CartPole-v1", "--variant", "c51"])
     assert config == prepare(from_preset("default", variant="c51"))[0]  # default's own
     capsys.readouterr()
+    # The variant's own values over the preset are printed, less those set as flags.
+    config, _ = parse_train_args(["--env", "CartPole-v1", "--variant", "m_dqn", "--lr", "1e-3"])
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note == (
+        "defaults: m_dqn's own values over preset 'CartPole-v1': "
+        "total_steps=100000, eps_duration=10000, target_period=500"
+    )
+    assert (config.total_steps, config.eps_duration, config.target_period) == (100_000, 10_000, 500)
+    parse_train_args(["--env", "CartPole-v1", "--variant", "m_dqn", "--total-steps", "50000"])
+    assert "total_steps" not in capsys.readouterr().out
+    parse_train_args(["--env", "CartPole-v1", "--variant", "ddqn"])  # the preset's own variant
+    assert "own values" not in capsys.readouterr().out
     config, options = parse_train_args(["--env", "CartPole-v0"])
     assert options.preset == "default" and config.env == "CartPole-v0"
     assert "defaults:" not in capsys.readouterr().out
