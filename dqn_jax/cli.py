@@ -215,16 +215,15 @@ def parse_train_args(
         if variant is not None and variant not in VARIANT_NAMES:
             fail(f"--variant {variant!r} is unknown: must be one of {', '.join(VARIANT_NAMES)}")
         picked = {} if variant is None else {"variant": variant}
-        if variant is not None and from_file is None and (base is None or preset_given):
-            note = variant_tuning_note(options.preset, variant, rest)
-            if note:
-                print(note)
         if from_file is not None:
             default = unresolved({**from_file, **picked})
         elif base is not None and not preset_given:
             default = base
         else:
             default = unresolved(preset_values(options.preset, **picked))
+            note = variant and variant_tuning_note(options.preset, variant, rest)
+            if note:
+                print(note)
     except ConfigError as err:
         fail(err)
     # A resolved default backend ("jax" for CartPole) must not stick to another --env: unless
@@ -244,8 +243,6 @@ def parse_train_args(
         fail(err)
     return config, options
 
-
-FIELD_DEFAULTS = {f.name: f.default for f in fields(Config)}
 
 BOOL_FLAGS = tuple(
     "--" + f.name.replace("_", "-") for f in fields(Config) if str(f.type).startswith("bool")
@@ -287,11 +284,11 @@ def variant_tuning_note(preset: str, variant: str, args: list[str]) -> str | Non
     (:data:`~dqn_jax.config.VARIANT_TUNING`), leaving out the fields ``args`` sets as flags and
     those equal to the preset's; None when nothing is left. ``dqn-jax train --env CartPole-v1
     --variant m_dqn`` runs 100,000 steps where ddqn runs the preset's 50,000: it says so."""
-    preset_fields = PRESETS[preset]
+    own = unresolved(PRESETS[preset])  # the preset's values, the defaults elsewhere
     changed = {
         k: v
         for k, v in VARIANT_TUNING.get(preset, {}).get(variant, {}).items()
-        if preset_fields.get(k, FIELD_DEFAULTS[k]) != v
+        if getattr(own, k) != v
         and all(_flag_value(args, flag) is None for flag in ("--" + k.replace("_", "-"), "--" + k))
     }
     if not changed:

@@ -81,6 +81,10 @@ FLAG_CASES = [
     (["train", "--gama", "0.9"], r"--gama \(did you mean --gamma"),
     (["train", "--variant", "nope"], r"--variant 'nope' is unknown: must be one of random, "),
     (["train", "--preset", "nope"], r"preset='nope' is unknown: must be one of default"),
+    (
+        ["train", "--preset", "nope", "--variant", "c51"],
+        r"preset='nope' is unknown: must be one of default",
+    ),
     (["train", "--env", "CartPol-v1"], r"env='CartPol-v1' is not a known environment"),
     (["train", "--env"], r"Missing value for argument '--env'"),
     (["train", "--num-seeds", "abc"], r"--num-seeds: invalid literal for int"),
