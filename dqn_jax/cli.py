@@ -19,12 +19,12 @@ from pathlib import Path
 from dqn_jax.config import (
     PRESETS,
     VARIANT_NAMES,
-    VARIANT_TUNING,
     Config,
     ConfigError,
     preset_for,
     preset_values,
     unresolved,
+    variant_tuning,
 )
 
 COMMANDS = ("train", "sweep", "tune", "eval", "plot", "report", "presets")
@@ -281,13 +281,13 @@ def _preset_file(path: Path) -> dict:
 
 def variant_tuning_note(preset: str, variant: str, args: list[str]) -> str | None:
     """The line telling a user which values ``variant``'s own tuning puts over ``preset``
-    (:data:`~dqn_jax.config.VARIANT_TUNING`), leaving out the fields ``args`` sets as flags and
-    those equal to the preset's; None when nothing is left. ``dqn-jax train --env CartPole-v1
-    --variant m_dqn`` runs 100,000 steps where ddqn runs the preset's 50,000: it says so."""
+    (:func:`~dqn_jax.config.variant_tuning`), leaving out the fields ``args`` sets as flags and
+    those equal to the preset's; None when nothing is left. A task's preset tuned for one
+    variant may give another variant a different budget or schedule: this says so."""
     own = unresolved(PRESETS[preset])  # the preset's values, the defaults elsewhere
     changed = {
         k: v
-        for k, v in VARIANT_TUNING.get(preset, {}).get(variant, {}).items()
+        for k, v in variant_tuning(preset, variant).items()
         if getattr(own, k) != v
         and all(_flag_value(args, flag) is None for flag in ("--" + k.replace("_", "-"), "--" + k))
     }

@@ -899,6 +899,11 @@ for _env_id in MINATAR_IDS:
     VARIANT_TUNING[_env_id] = {v: MINATAR_REPLAY for v in VARIANT_NAMES if v != "pqn"}
 
 
+def variant_tuning(preset: str, variant: str) -> dict:
+    """The values :data:`VARIANT_TUNING` puts over ``preset`` for ``variant`` (may be empty)."""
+    return VARIANT_TUNING.get(preset, {}).get(variant, {})
+
+
 def preset_values(name: str = "default", **overrides) -> dict:
     """The field values of preset ``name`` with ``overrides`` applied, not yet validated; where
     ``overrides`` picks a variant that :data:`VARIANT_TUNING` tunes for this preset, its values
@@ -906,8 +911,7 @@ def preset_values(name: str = "default", **overrides) -> dict:
     if name not in PRESETS:
         raise ConfigError(f"preset={name!r} is unknown: must be one of {', '.join(PRESETS)}")
     variant = overrides.get("variant", PRESETS[name].get("variant", "ddqn"))
-    tuned = VARIANT_TUNING.get(name, {}).get(variant, {})
-    values = {**PRESETS[name], **tuned, **overrides}
+    values = {**PRESETS[name], **variant_tuning(name, variant), **overrides}
     if variant in VARIANT_NAMES and _has_own_loss(variant) and "loss" not in overrides:
         values["loss"] = ""  # the preset's loss is its scalar variant's; this head has its own
     return values
