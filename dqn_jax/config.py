@@ -805,8 +805,8 @@ for _env_id in MINATAR_IDS:
         "num_chunks": 10,
     }
 # Four passes over each rollout, the targets recomputed before each, lr 7e-4: the best point of
-# the searches on tuning seeds (results/tuning/Breakout-MinAtar.md), and above purejaxql's values
-# on the reported seeds too, for about 1.6x their time. Tuned on gymnax's protocol only.
+# the searches on tuning seeds, and above purejaxql's values on the reported seeds too, at more
+# time per run (figures: results/tuning/Breakout-MinAtar.md). Tuned on gymnax's protocol only.
 PRESETS["Breakout-MinAtar"] |= dict(num_epochs=4, lambda_recompute=True, lr=7e-4)
 
 
