@@ -16,6 +16,8 @@ from dqn_jax.networks import (
     IQNNetwork,
     MLPQNetwork,
     NoisyDense,
+    cos_pi,
+    cosine_features,
     factorised_noise,
     make_network,
 )
@@ -460,6 +462,50 @@ def test_iqn_parameter_trees():
     assert names["advantage/mu_w"] == (512, 6) and "Conv_2/kernel" in names
     quantiles, taus = jax.eval_shape(lambda p: nature.apply(p, FRAMES, KEY, num_taus=8), params)
     assert quantiles.shape == (2, 8, 6) and taus.shape == (2, 8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-1e4, 1e4, width=32), min_size=1, max_size=64))
+def test_cos_pi_is_cos_of_pi_times_its_argument(values):
+    u = np.asarray(values, np.float32)
+    exact = np.cos(np.pi * u.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(cos_pi(jnp.asarray(u))), exact, rtol=0, atol=1e-6)
+
+
+def test_cos_pi_at_the_reduction_boundaries():
+    u = np.asarray([0, 0.5, 1, 1.5, 2, -0.5, -1, 2.5, 3, 63, 0.4999999, 0.5000001], np.float32)
+    exact = np.cos(np.pi * u.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(cos_pi(jnp.asarray(u))), exact, rtol=0, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_cosine_features_match_numpy_cos_of_the_exact_fraction(seed):
+    taus = np.random.default_rng(seed).random((7, 5)).astype(np.float32)
+    exact = np.cos(np.pi * np.arange(64) * taus.astype(np.float64)[..., None])
+    features = np.asarray(cosine_features(jnp.asarray(taus), 64))
+    assert features.shape == (7, 5, 64)
+    # Only the float32 rounding of i * tau (i < 64) is left: under pi * ulp(64) / 2.
+    np.testing.assert_allclose(features, exact, rtol=0, atol=1e-5)
+
+
+def test_iqn_mlp_forward_matches_a_numpy_reference():
+    net = IQNNetwork(3, hidden_sizes=(16, 8))
+    params = random_params(net, OBS)
+    quantiles, taus = net.apply(params, OBS, num_taus=4)
+    p = {
+        k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params["params"].items()
+    }
+    obs = np.asarray(OBS, np.float64)
+    fractions = (np.arange(4) + 0.5) / 4
+    psi = np.maximum(obs @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)  # [B, 16]
+    cosines = np.cos(np.pi * np.arange(64) * fractions[:, None])  # [T, 64]
+    phi = np.maximum(cosines @ p["tau_embedding"]["kernel"] + p["tau_embedding"]["bias"], 0)
+    h = psi[:, None, :] * phi[None]  # [B, T, 16]
+    h = np.maximum(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"], 0)
+    expected = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]  # [B, T, 3]
+    np.testing.assert_allclose(np.asarray(taus), np.broadcast_to(fractions, (5, 4)), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(quantiles), expected, rtol=1e-4, atol=1e-5)
 
 
 # make_network.
