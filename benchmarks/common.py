@@ -6,8 +6,10 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 
 
 def machine() -> str:
@@ -56,3 +58,14 @@ def child_rows(script: str, argsets: list[list[str]]):
 def header(title: str) -> str:
     """Title, exact command and machine, one per line."""
     return f"{title}\ncommand: {command()}\nmachine: {machine()}\n"
+
+
+def alternate_us(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median over ``repeats`` per timer (each call of a timer runs one repeat and returns
+    seconds per step), in microseconds; the timers take turns each round, so a change in the
+    machine's load hits both sides of a comparison alike."""
+    times = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return {name: 1e6 * statistics.median(t) for name, t in times.items()}

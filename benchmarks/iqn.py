@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import header, table  # noqa: E402
+from common import alternate_us, header, table  # noqa: E402
 
 from dqn_jax import config as dqn_config
 from dqn_jax import networks, variants
@@ -49,25 +48,19 @@ def xla_cosine_features(taus: jax.Array, num_cosines: int) -> jax.Array:
 SIDES = {"jnp.cos": xla_cosine_features, "cos_pi": networks.cosine_features}
 
 
-def per_call_us(fn, args, calls: int) -> float:
-    """Microseconds per call of the jitted ``fn(*args)``, synchronised at the end."""
-    out = fn(*args)
-    start = time.perf_counter()
-    for _ in range(calls):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls * 1e6
+def call_timer(fn, args, calls: int):
+    """Warmed-up timer of the jitted ``fn(*args)``: one repeat = ``calls`` calls, synchronised
+    at the end; returns seconds per call."""
+    jax.block_until_ready(fn(*args))
 
+    def repeat() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / calls
 
-def alternate(programs: dict, args, repeats: int, calls: int) -> dict[str, float]:
-    """Median microseconds per call of each program, the programs alternating each round."""
-    for fn in programs.values():
-        jax.block_until_ready(fn(*args))
-    times = {name: [] for name in programs}
-    for _ in range(repeats):
-        for name, fn in programs.items():
-            times[name].append(per_call_us(fn, args, calls))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return repeat
 
 
 def gradient_program(features_fn, batch_size: int):
@@ -116,7 +109,8 @@ def main() -> None:
         taus = jnp.asarray(rng.random((batch, fractions)), jnp.float32)
         exact = np.cos(np.pi * np.arange(NUM_COSINES) * np.asarray(taus, np.float64)[..., None])
         programs = {name: jax.jit(lambda t, f=fn: f(t, NUM_COSINES)) for name, fn in SIDES.items()}
-        us = alternate(programs, (taus,), args.repeats, args.calls)
+        timers = {name: call_timer(fn, (taus,), args.calls) for name, fn in programs.items()}
+        us = alternate_us(timers, args.repeats)
         for name, fn in programs.items():
             error = float(np.abs(np.asarray(fn(taus), np.float64) - exact).max())
             rows.append(
@@ -135,7 +129,8 @@ def main() -> None:
     cfg = built["cos_pi"][2]
     programs = {name: program for name, (program, _, _) in built.items()}
     # Both programs take the same params and key (each built its own, identical ones).
-    us = alternate(programs, built["cos_pi"][1], args.repeats, args.calls)
+    timers = {name: call_timer(fn, built["cos_pi"][1], args.calls) for name, fn in programs.items()}
+    us = alternate_us(timers, args.repeats)
     fractions = (cfg.num_tau_samples, cfg.num_quantile_samples, cfg.num_tau_prime_samples)
     rows = [
         {

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from dqn_jax import per
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import header  # noqa: E402
+from common import alternate_us, header  # noqa: E402
 
 from dqn_jax.replay import Transition
 
@@ -146,16 +146,6 @@ def scan_timer(step: Step, state: Any, keys: jax.Array) -> Timer:
         return (time.perf_counter() - start) / len(keys)
 
     return repeat
-
-
-def alternate_us(timers: dict[str, Timer], repeats: int) -> dict[str, float]:
-    """Median over ``repeats`` per timer, in microseconds; the timers take turns each round, so
-    a change in the machine's load hits both sides of a comparison alike."""
-    times = {name: [] for name in timers}
-    for _ in range(repeats):
-        for name, timer in timers.items():
-            times[name].append(timer())
-    return {name: 1e6 * statistics.median(t) for name, t in times.items()}
 
 
 def setting_timers(
