@@ -276,8 +276,8 @@ def cos_pi(u: jax.Array) -> jax.Array:
     flip = v > 0.5
     x = jnp.pi * jnp.where(flip, 1.0 - v, v)  # [0, pi / 2]
     y = x * x
-    c = jnp.zeros_like(y)
-    for coefficient in _COS_TAYLOR:
+    c = jnp.full_like(y, _COS_TAYLOR[0])
+    for coefficient in _COS_TAYLOR[1:]:
         c = c * y + coefficient
     return jnp.where(flip, -c, c)
 
